@@ -1,0 +1,1 @@
+"""Code shared by every cronbus service: models, wire messages, schedules, Consul access, bus helpers."""

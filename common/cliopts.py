@@ -1,0 +1,45 @@
+"""Click options every service shares, so each name and environment variable is spelled once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from cronbus.common.errors import SettingsError
+from cronbus.common.logging import setup_logging
+from cronbus.common.settings import ConsulSettings, default_node_name
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def service_options(func: F) -> F:
+    for option in reversed(
+        [
+            click.option("--consul", "consul_addr", default="127.0.0.1:8500", show_default=True,
+                         envvar="CRONBUS_CONSUL", help="Consul agent HTTP address (host:port)."),
+            click.option("--consul-token", default="", envvar="CRONBUS_CONSUL_TOKEN",
+                         help="Consul ACL token for every Consul call."),
+            click.option("--node-name", default=default_node_name, envvar="CRONBUS_NODE_NAME",
+                         help="Name of this process in the cluster (default: host name)."),
+            click.option("--log-level", default="info", show_default=True, envvar="CRONBUS_LOG_LEVEL",
+                         type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)),
+            click.option("--log-format", default="text", show_default=True, envvar="CRONBUS_LOG_FORMAT",
+                         type=click.Choice(["text", "json"])),
+        ]
+    ):  # fmt: skip
+        func = option(func)
+    return func
+
+
+def consul_settings(consul_addr: str, consul_token: str) -> ConsulSettings:
+    settings = ConsulSettings(addr=consul_addr, token=consul_token)
+    try:
+        settings.host_port  # noqa: B018 - validates now, at the edge, naming the setting
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return settings
+
+
+def start_logging(log_level: str, log_format: str, process: str) -> None:
+    setup_logging(log_level, log_format, process)

@@ -1,0 +1,135 @@
+"""Leader election on a Consul session lock, with a local lease (Patroni style) and a growing term."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+from cronbus.common.consul import keys
+from cronbus.common.consul.client import ConsulClient, KVEntry
+from cronbus.common.errors import ConsulError
+from cronbus.common.lifecycle import wait_or_stop
+from cronbus.common.models import LeaderInfo, now_utc
+
+log = logging.getLogger(__name__)
+
+
+class LeaderLock:
+    """Campaigns for the leader key. The session hangs on this process's TTL health check, so a killed
+    leader loses the lock within ttl_s; is_leader() is a local lease that runs out *before* that, so an
+    old leader that cannot reach Consul stops acting before anyone else can start.
+
+    The term is the key's LockIndex, which Consul increments at every acquisition."""
+
+    def __init__(
+        self,
+        consul: ConsulClient,
+        *,
+        name: str,
+        check_id: str,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.consul = consul
+        self.name = name
+        self.check_id = check_id
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._session = ""
+        self._lease_until = 0.0
+        self.term = 0
+        self.info: LeaderInfo | None = None
+
+    @property
+    def session(self) -> str:
+        return self._session
+
+    def is_leader(self) -> bool:
+        return self.term > 0 and self._clock() < self._lease_until
+
+    async def renew(self) -> bool:
+        """Passes the health check and confirms the lock is still ours; extends the lease on success.
+        Without a lock (standby) it only passes the check. False when leadership is lost."""
+        started = self._clock()
+        try:
+            await self.consul.check_pass(self.check_id)
+            if not self.term:
+                return False
+            entry = await self.consul.kv_get(keys.LEADER)
+        except ConsulError as exc:
+            log.warning("lease renewal failed: %s", exc)
+            return self.is_leader()
+        if entry is None or entry.session != self._session:
+            self._step_down("lock lost")
+            return False
+        # The check was passed at `started` at the latest, so Consul cannot invalidate the session before
+        # started + ttl; keep a margin for clock rate differences.
+        self._lease_until = started + self.ttl_s * 0.75
+        return True
+
+    async def try_acquire(self, router: str, publisher: str) -> bool:
+        """One attempt at the lock. On success sets term and info."""
+        if not self._session:
+            self._session = await self.consul.session_create(
+                f"cronbus-scheduler {self.name}", ["serfHealth", self.check_id]
+            )
+        started = self._clock()
+        info = LeaderInfo(name=self.name, router=router, publisher=publisher, elected_at=now_utc())
+        try:
+            acquired = await self.consul.kv_put(keys.LEADER, msgspec.json.encode(info), acquire=self._session)
+        except ConsulError as exc:
+            if "invalid session" in str(exc).lower() or "500" in str(exc):
+                self._session = ""  # invalidated (e.g. our check went critical): make a new one next time
+            raise
+        if not acquired:
+            return False
+        entry = await self.consul.kv_get(keys.LEADER)
+        if entry is None or entry.session != self._session:
+            return False
+        self.term = entry.lock_index
+        self.info = msgspec.structs.replace(info, term=self.term)
+        # Same session re-acquiring keeps the LockIndex and only updates the value.
+        await self.consul.kv_put(keys.LEADER, msgspec.json.encode(self.info), acquire=self._session)
+        self._lease_until = started + self.ttl_s * 0.75
+        log.info("leadership acquired node=%s term=%d", self.name, self.term)
+        return True
+
+    async def wait_for_vacancy(self, stop: asyncio.Event, wait_s: float = 5.0) -> None:
+        """Returns when the leader key is free (or after wait_s), watching it with a blocking query."""
+        entry = await self.consul.kv_get(keys.LEADER)
+        if entry is None or not entry.session:
+            return
+        await self._watch(entry, wait_s)
+
+    async def _watch(self, entry: KVEntry, wait_s: float) -> None:
+        await self.consul.kv_list(keys.LEADER, index=entry.modify_index, wait_s=wait_s)
+
+    def _step_down(self, why: str) -> None:
+        if self.term:
+            log.warning("leadership lost node=%s term=%d: %s", self.name, self.term, why)
+        self.term = 0
+        self.info = None
+        self._lease_until = 0.0
+
+    async def release(self) -> None:
+        """Gives the lock up (so a standby takes over at once) and destroys the session."""
+        was_leader = self.term > 0
+        self._step_down("released") if was_leader else None
+        if not self._session:
+            return
+        try:
+            if was_leader:
+                await self.consul.kv_put(keys.LEADER, b"", release=self._session)
+            await self.consul.session_destroy(self._session)
+        except ConsulError as exc:
+            log.warning("lock release failed: %s", exc)
+        self._session = ""
+
+
+async def keep_lease(lock: LeaderLock, stop: asyncio.Event, interval_s: float) -> None:
+    """Renews every interval_s until stop."""
+    while not await wait_or_stop(stop, interval_s):
+        await lock.renew()

@@ -1,0 +1,228 @@
+"""Every wire message: frozen msgspec Structs tagged by `kind`, one union per channel, codecs built once."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Final, TypeVar
+
+import msgspec
+from cronbus.common.models import ZERO_TIME, Execution
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION: Final = 1
+
+
+class _Msg(msgspec.Struct, frozen=True, tag_field="kind", kw_only=True):
+    pass
+
+
+# ---- executor -> leader (DEALER -> ROUTER) -------------------------------------------------------------
+
+
+class Hello(_Msg, tag="hello", kw_only=True, frozen=True):
+    """First message on an executor's connection: who it is, and what it holds."""
+
+    protocol: int = PROTOCOL_VERSION
+    node: str
+    tags: dict[str, str]
+    capacity: int
+    running: list[str] = []  # execution ids running now
+    recent: list[str] = []  # ids finished recently (so a new leader can resolve unconfirmed launches)
+    max_term: int = 0
+
+
+class ExecutorHeartbeat(_Msg, tag="executor_heartbeat", kw_only=True, frozen=True):
+    node: str
+    running: int
+
+
+class DispatchAccepted(_Msg, tag="accepted", kw_only=True, frozen=True):
+    execution_id: str
+    node: str
+    duplicate: bool = False  # already known to this executor: ran or running
+
+
+class DispatchRefused(_Msg, tag="refused", kw_only=True, frozen=True):
+    execution_id: str
+    node: str
+    reason: str
+
+
+class ExecutionStarted(_Msg, tag="started", kw_only=True, frozen=True):
+    seq: int
+    execution_id: str
+    job_name: str
+    node: str
+    started_at: datetime
+
+
+class OutputProduced(_Msg, tag="output", kw_only=True, frozen=True):
+    seq: int
+    execution_id: str
+    job_name: str
+    chunk: str
+
+
+class ExecutionFinished(_Msg, tag="finished", kw_only=True, frozen=True):
+    seq: int
+    execution_id: str
+    job_name: str
+    node: str
+    status: str
+    exit_code: int | None = None
+    reason: str = ""
+    output: str = ""
+    output_truncated: bool = False
+    started_at: datetime = ZERO_TIME
+    finished_at: datetime = ZERO_TIME
+
+
+class StatusReport(_Msg, tag="status_report", kw_only=True, frozen=True):
+    """Answer to QueryExecutions: which of the asked ids this executor has (running or finished)."""
+
+    node: str
+    known: list[str]
+
+
+# ---- gateway -> leader control requests (DEALER -> ROUTER), each answered by ControlReply ----------------
+
+
+class RunJob(_Msg, tag="run_job", kw_only=True, frozen=True):
+    protocol: int = PROTOCOL_VERSION
+    req_id: str
+    job_name: str
+
+
+class KillExecution(_Msg, tag="kill_execution", kw_only=True, frozen=True):
+    protocol: int = PROTOCOL_VERSION
+    req_id: str
+    job_name: str
+    execution_id: str
+
+
+class ListBusy(_Msg, tag="list_busy", kw_only=True, frozen=True):
+    protocol: int = PROTOCOL_VERSION
+    req_id: str
+
+
+ToLeader = (
+    Hello
+    | ExecutorHeartbeat
+    | DispatchAccepted
+    | DispatchRefused
+    | ExecutionStarted
+    | OutputProduced
+    | ExecutionFinished
+    | StatusReport
+    | RunJob
+    | KillExecution
+    | ListBusy
+)
+
+# ---- leader -> one peer (ROUTER -> DEALER) ------------------------------------------------------------
+
+
+class Welcome(_Msg, tag="welcome", kw_only=True, frozen=True):
+    protocol: int = PROTOCOL_VERSION
+    leader: str
+    term: int
+
+
+class LeaderHeartbeat(_Msg, tag="leader_heartbeat", kw_only=True, frozen=True):
+    term: int
+
+
+class Ack(_Msg, tag="ack", kw_only=True, frozen=True):
+    """Confirms executor messages up to and including seq."""
+
+    seq: int
+
+
+class KillRequested(_Msg, tag="kill", kw_only=True, frozen=True):
+    execution_id: str
+    term: int
+
+
+class QueryExecutions(_Msg, tag="query", kw_only=True, frozen=True):
+    execution_ids: list[str]
+    term: int
+
+
+class NotLeader(_Msg, tag="not_leader", kw_only=True, frozen=True):
+    leader: str  # name of the leader, "" when none is known
+
+
+class ControlReply(_Msg, tag="reply", kw_only=True, frozen=True):
+    req_id: str
+    ok: bool
+    code: int = 200  # the HTTP status the gateway should answer with
+    error: str = ""
+    executions: list[Execution] = []
+
+
+ToPeer = Welcome | LeaderHeartbeat | Ack | KillRequested | QueryExecutions | NotLeader | ControlReply
+
+# ---- leader PUB (to executors' tag topics and to gateways' output topics) -----------------------------
+
+
+class Dispatch(_Msg, tag="dispatch", kw_only=True, frozen=True):
+    """Run this execution. Only the executors named in targets act; the rest ignore it."""
+
+    term: int
+    execution_id: str
+    job_name: str
+    scheduled_at: datetime
+    attempt: int
+    group: int
+    targets: list[str]
+    executor: str
+    config: dict[str, str]
+    timeout_s: float | None = None
+    processors: dict[str, dict[str, str]] = {}
+
+
+class OutputPublished(_Msg, tag="output_published", kw_only=True, frozen=True):
+    execution_id: str
+    chunk: str
+
+
+class ExecutionEnded(_Msg, tag="ended", kw_only=True, frozen=True):
+    execution_id: str
+    status: str
+
+
+Published = Dispatch | OutputPublished | ExecutionEnded
+
+# ---- codecs (built once) ------------------------------------------------------------------------------
+
+encoder: Final = msgspec.msgpack.Encoder()
+to_leader_decoder: Final = msgspec.msgpack.Decoder(ToLeader)
+to_peer_decoder: Final = msgspec.msgpack.Decoder(ToPeer)
+published_decoder: Final = msgspec.msgpack.Decoder(Published)
+
+MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return encoder.encode(message)
+
+
+T = TypeVar("T")
+
+
+def decode(decoder: msgspec.msgpack.Decoder[T], frame: bytes, *, source: str) -> T | None:
+    """Decodes one frame; a malformed or oversized frame is logged and dropped (None), never raised."""
+    if len(frame) > MAX_FRAME_BYTES:
+        log.warning("dropped oversized frame source=%s bytes=%d", source, len(frame))
+        return None
+    try:
+        return decoder.decode(frame)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.warning("dropped malformed frame source=%s: %s", source, exc)
+        return None
+
+
+def output_topic(execution_id: str) -> bytes:
+    return b"out:" + execution_id.encode() + b"\0"

@@ -1,0 +1,1 @@
+"""The cronbus services (scheduler, executor, gateway) and the command that starts them."""

@@ -1,0 +1,5 @@
+"""`python -m cronbus.services` is the `cronbus` command."""
+
+from cronbus.services.cli import main
+
+main()

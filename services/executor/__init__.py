@@ -1,0 +1,1 @@
+"""The cronbus executor service."""

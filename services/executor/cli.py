@@ -1,0 +1,113 @@
+"""`cronbus executor`: settings from flags, environment and config file, then the service."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from cronbus.common.cliopts import consul_settings, service_options, start_logging
+from cronbus.common.errors import SettingsError
+from cronbus.common.lifecycle import run_service
+from cronbus.common.settings import BusSettings, ExecutorSettings, parse_tags
+from cronbus.services.executor.service import ExecutorService
+
+
+@click.command("executor")
+@service_options
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    envvar="CRONBUS_TAGS",
+    help="Tag key=value this executor offers to jobs (repeatable).",
+)
+@click.option(
+    "--capacity",
+    default=16,
+    type=click.IntRange(1, 10_000),
+    show_default=True,
+    envvar="CRONBUS_CAPACITY",
+    help="Maximum parallel executions.",
+)
+@click.option(
+    "--data-dir",
+    default="",
+    envvar="CRONBUS_DATA_DIR",
+    help="Where undelivered results and run ids are kept (default: ~/.local/state/cronbus/<node>).",
+)
+@click.option(
+    "--drain-timeout",
+    default=30.0,
+    type=click.FloatRange(0),
+    show_default=True,
+    envvar="CRONBUS_DRAIN_TIMEOUT",
+    help="Seconds running executions may finish at shutdown.",
+)
+@click.option(
+    "--kill-grace",
+    default=10.0,
+    type=click.FloatRange(0),
+    show_default=True,
+    envvar="CRONBUS_KILL_GRACE",
+    help="Seconds between SIGTERM and SIGKILL.",
+)
+@click.option(
+    "--datacenter",
+    default="dc1",
+    show_default=True,
+    envvar="CRONBUS_DATACENTER",
+    help="Value of the built-in dc tag.",
+)
+@click.option(
+    "--heartbeat-interval",
+    default=1.0,
+    type=click.FloatRange(0.05, 60),
+    show_default=True,
+    envvar="CRONBUS_HEARTBEAT_INTERVAL",
+    help="Bus heartbeat interval in seconds.",
+)
+@click.option(
+    "--heartbeat-liveness",
+    default=3,
+    type=click.IntRange(1, 100),
+    show_default=True,
+    envvar="CRONBUS_HEARTBEAT_LIVENESS",
+    help="Missed heartbeats before the leader is presumed gone.",
+)
+@click.option("--metrics-port", default=0, type=click.IntRange(0, 65535), envvar="CRONBUS_METRICS_PORT",
+              help="Serve Prometheus metrics on this port (0: off).")  # fmt: skip
+def executor_command(
+    consul_addr: str,
+    consul_token: str,
+    node_name: str,
+    log_level: str,
+    log_format: str,
+    tags: tuple[str, ...],
+    capacity: int,
+    data_dir: str,
+    drain_timeout: float,
+    kill_grace: float,
+    datacenter: str,
+    heartbeat_interval: float,
+    heartbeat_liveness: int,
+    metrics_port: int,
+) -> None:
+    """Run an executor: runs the jobs dispatched to this host's tags."""
+    start_logging(log_level, log_format, f"executor[{node_name}]")
+    try:
+        parsed = parse_tags(tags)
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tag") from exc
+    settings = ExecutorSettings(
+        node_name=node_name,
+        tags=parsed,
+        consul=consul_settings(consul_addr, consul_token),
+        bus=BusSettings(heartbeat_interval_s=heartbeat_interval, heartbeat_liveness=heartbeat_liveness),
+        capacity=capacity,
+        data_dir=data_dir,
+        drain_timeout_s=drain_timeout,
+        kill_grace_s=kill_grace,
+        datacenter=datacenter,
+        metrics_port=metrics_port,
+    )
+    sys.exit(run_service("executor", ExecutorService(settings).run))

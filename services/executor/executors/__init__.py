@@ -1,0 +1,1 @@
+"""Job executors: shell, http, noop."""

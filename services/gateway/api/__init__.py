@@ -1,0 +1,1 @@
+"""The Dkron v1 compatible HTTP API."""

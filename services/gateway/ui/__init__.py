@@ -1,0 +1,1 @@
+"""The web UI: static assets served by the gateway."""

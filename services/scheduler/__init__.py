@@ -1,0 +1,1 @@
+"""The cronbus scheduler service."""
