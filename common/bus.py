@@ -7,6 +7,7 @@ from typing import Final
 
 import zmq
 import zmq.asyncio
+
 from cronbus.common.messages import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
 from cronbus.common.errors import SettingsError
 from cronbus.common.logging import setup_logging
 from cronbus.common.settings import ConsulSettings, default_node_name

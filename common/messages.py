@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Final, TypeVar
 
 import msgspec
+
 from cronbus.common.models import ZERO_TIME, Execution
 
 log = logging.getLogger(__name__)

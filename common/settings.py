@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import msgspec
+
 from cronbus.common.errors import SettingsError
 
 

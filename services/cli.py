@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 import yaml
+
 from cronbus.services.dev import dev_command
 from cronbus.services.executor.cli import executor_command
 from cronbus.services.gateway.cli import gateway_command

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 import click
+
 from cronbus.common.consul.agent import DevAgent
 from cronbus.common.errors import CronbusError
 from cronbus.common.procs import stop_process

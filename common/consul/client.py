@@ -11,6 +11,7 @@ import aiohttp
 import consul
 import consul.aio
 import msgspec
+
 from cronbus.common.errors import ConsulError
 
 log = logging.getLogger(__name__)

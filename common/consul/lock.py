@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import msgspec
+
 from cronbus.common.consul import keys
 from cronbus.common.consul.client import ConsulClient, KVEntry
 from cronbus.common.errors import ConsulError

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import msgspec
+
 from cronbus.common.consul import keys
 from cronbus.common.consul.client import MAX_TXN_OPS, ConsulClient, KVEntry, TxnOp
 from cronbus.common.errors import ConflictError, NotFoundError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+
 from cronbus.common.cliopts import consul_settings, service_options, start_logging
 from cronbus.common.errors import SettingsError
 from cronbus.common.lifecycle import run_service

@@ -6,6 +6,7 @@ import ipaddress
 import sys
 
 import click
+
 from cronbus.common.cliopts import consul_settings, service_options, start_logging
 from cronbus.common.lifecycle import run_service
 from cronbus.common.settings import BusSettings, GatewaySettings

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 
 import uvicorn
+
 from cronbus.common.consul import keys
 from cronbus.common.consul.catalog import Registration
 from cronbus.common.consul.client import ConsulClient

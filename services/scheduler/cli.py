@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+
 from cronbus.common.cliopts import consul_settings, service_options, start_logging
 from cronbus.common.lifecycle import run_service
 from cronbus.common.settings import BusSettings, SchedulerSettings

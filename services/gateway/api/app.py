@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar import Litestar, Response, get
+
 from cronbus.common.consul.client import ConsulClient
 from cronbus.common.errors import ConsulError
 from cronbus.common.settings import GatewaySettings
-from litestar import Litestar, Response, get
 
 
 def create_app(settings: GatewaySettings, consul: ConsulClient) -> Litestar:
