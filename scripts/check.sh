@@ -9,5 +9,6 @@ export CONSUL_BIN="${CONSUL_BIN:-$(scripts/get-consul.sh)}"
 bin="$root/.venv/bin"
 "$bin/ruff" check .
 "$bin/ruff" format --check .
-"$bin/mypy" -p cronbus tests benchmarks
+"$bin/mypy" -p cronbus
+"$bin/mypy" tests benchmarks
 "$bin/pytest" -q "$@"
