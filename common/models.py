@@ -100,6 +100,20 @@ class Execution(msgspec.Struct, kw_only=True):
     reason: str = ""
     term: int = 0  # leadership term that launched it (fencing)
     manual: bool = False
+    due_at: datetime = ZERO_TIME  # a retry waits for its backoff: not dispatched before this instant
+
+
+def execution_id(job_name: str, scheduled_at: datetime, attempt: int, node: str = "") -> str:
+    """Deterministic id of an execution: the same slot and attempt always give the same id, so a launch
+    replayed by a new leader is recognised instead of run twice. `node` tells apart the executions of a
+    run that goes to several executors."""
+    stamp = utc(scheduled_at).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{job_name}.{stamp}.{attempt}" + (f".{node}" if node else "")
+
+
+def execution_group(scheduled_at: datetime) -> int:
+    """Dkron's `group`: shared by every node's execution of one trigger and by its retries."""
+    return int(utc(scheduled_at).timestamp() * 1_000_000)
 
 
 class Member(msgspec.Struct, rename={"status_text": "statusText"}):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any, cast
@@ -36,6 +37,11 @@ class TxnOp(msgspec.Struct, frozen=True):
 
 
 MAX_TXN_OPS = 64
+
+
+class TxnError(msgspec.Struct, frozen=True):
+    op_index: int
+    what: str
 
 
 def _entry(raw: dict[str, Any]) -> KVEntry:
@@ -116,14 +122,15 @@ class ConsulClient:
         ok = await self._call(f"delete {key}", self._api().kv.delete(key, recurse=recurse, cas=cas))
         return bool(ok)
 
-    async def txn(self, ops: Sequence[TxnOp]) -> tuple[bool, list[KVEntry], list[str]]:
-        """Applies ops atomically: (committed, results, errors). At most MAX_TXN_OPS operations."""
+    async def txn(self, ops: Sequence[TxnOp]) -> tuple[bool, list[KVEntry], list[TxnError]]:
+        """Applies ops atomically: (committed, results, errors). At most MAX_TXN_OPS operations.
+        A rolled-back transaction is not an exception: its errors name the failing operations."""
         if len(ops) > MAX_TXN_OPS:
             raise ValueError(f"a Consul transaction holds at most {MAX_TXN_OPS} operations")
         payload = []
         for op in ops:
             kv: dict[str, Any] = {"Verb": op.verb, "Key": op.key}
-            if op.verb in ("set", "cas"):
+            if op.verb in ("set", "cas", "lock", "unlock"):
                 kv["Value"] = base64.b64encode(op.value).decode()
             if op.verb in ("cas", "delete-cas", "check-index"):
                 kv["Index"] = op.index
@@ -133,16 +140,19 @@ class ConsulClient:
         try:
             raw = await self._api().txn.put(payload)
         except consul.ConsulException as exc:
-            # A rolled-back transaction answers 409 with the errors in the body.
-            text = str(exc)
-            if text.startswith("409"):
-                return False, [], [text]
+            # Consul answers a rolled-back transaction with 409 and the errors as JSON.
+            status, _, body = str(exc).partition(" ")
+            if status == "409":
+                try:
+                    errors = json.loads(body).get("Errors") or []
+                except ValueError:
+                    errors = [{"OpIndex": -1, "What": body}]
+                return False, [], [TxnError(int(e.get("OpIndex", -1)), str(e.get("What", ""))) for e in errors]
             raise ConsulError(f"consul txn failed: {exc}") from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ConsulError(f"consul txn failed: {exc}") from exc
-        results = [_entry(r["KV"]) for r in raw.get("Results") or [] if "KV" in r]
-        errors = [str(e.get("What", e)) for e in raw.get("Errors") or []]
-        return not errors, results, errors
+        results = [_entry(r["KV"]) for r in raw.get("Results") or [] if r.get("KV")]
+        return True, results, []
 
     # ---- sessions -------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from typing import TypeVar
 import msgspec
 
 from cronbus.common.consul import keys
-from cronbus.common.consul.client import MAX_TXN_OPS, ConsulClient, KVEntry, TxnOp
+from cronbus.common.consul.client import MAX_TXN_OPS, ConsulClient, KVEntry, TxnError, TxnOp
 from cronbus.common.errors import ConflictError, NotFoundError
 from cronbus.common.models import Execution, Job, JobStatus, LeaderInfo, PauseState
 
@@ -92,7 +92,8 @@ class Store:
             ]
         )
         if not ok:
-            raise ConflictError(f"job {name!r} changed while deleting it, try again ({'; '.join(errors)})")
+            why = "; ".join(e.what for e in errors)
+            raise ConflictError(f"job {name!r} changed while deleting it, try again ({why})")
 
     # ---- status ---------------------------------------------------------------------------------------
 
@@ -143,7 +144,7 @@ class Store:
 
     # ---- batched writes -------------------------------------------------------------------------------
 
-    async def apply(self, ops: Sequence[TxnOp]) -> list[tuple[bool, list[str]]]:
+    async def apply(self, ops: Sequence[TxnOp]) -> list[tuple[bool, list[TxnError]]]:
         """Applies ops in transactions of at most 64 operations (Consul's limit), in order; one
         (committed, errors) per transaction."""
         results = []

@@ -1,20 +1,40 @@
-"""The scheduler process: campaigns for leadership, and while leader plans and dispatches runs."""
+"""The scheduler process: campaigns for leadership; while leader, plans, records and dispatches runs."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from datetime import datetime, timedelta
+from typing import assert_never
 
+import msgspec
+import zmq
+
+from cronbus.common import messages as m
 from cronbus.common.bus import Bus
 from cronbus.common.consul import keys
 from cronbus.common.consul.catalog import Registration
 from cronbus.common.consul.client import ConsulClient
 from cronbus.common.consul.lock import LeaderLock
-from cronbus.common.errors import ConsulError
+from cronbus.common.consul.store import Store
+from cronbus.common.consul.view import JobView
+from cronbus.common.errors import ConsulError, NotFoundError, ValidationError
 from cronbus.common.lifecycle import wait_or_stop
+from cronbus.common.metrics import serve_metrics
+from cronbus.common.models import Job, JobStatus, now_utc
+from cronbus.common.schedule import plan_catchup
 from cronbus.common.settings import SchedulerSettings
+from cronbus.services.scheduler.dispatcher import Dispatcher
+from cronbus.services.scheduler.ledger import Ledger
+from cronbus.services.scheduler.metrics import SchedulerMetrics
+from cronbus.services.scheduler.planner import Planner
+from cronbus.services.scheduler.registry import ExecutorRegistry
 
 log = logging.getLogger(__name__)
+
+LEAD = timedelta(milliseconds=200)  # launches are recorded this long before their slot, dispatched at it
+TICK_S = 0.1
 
 
 class SchedulerService:
@@ -22,12 +42,12 @@ class SchedulerService:
         self.settings = settings
         host, port = settings.consul.host_port
         self.consul = ConsulClient(host, port, settings.consul.token)
+        self.store = Store(self.consul)
+        self.view = JobView(self.store)
         self.bus = Bus()
         advertise = settings.advertise_host or settings.bind_host
         self.router, router_port = self.bus.router(settings.bind_host, settings.router_port)
         self.xpub, pub_port = self.bus.xpub(settings.bind_host, settings.pub_port)
-        self.router_endpoint = f"tcp://{advertise}:{router_port}"
-        self.pub_endpoint = f"tcp://{advertise}:{pub_port}"
         self.registration = Registration(
             self.consul,
             service=keys.SCHEDULER_SERVICE,
@@ -38,21 +58,45 @@ class SchedulerService:
             ttl_s=settings.lock_ttl_s,
         )
         self.lock = LeaderLock(
-            self.consul,
-            name=settings.node_name,
-            check_id=self.registration.check_id,
-            ttl_s=settings.lock_ttl_s,
+            self.consul, name=settings.node_name, check_id=self.registration.check_id, ttl_s=settings.lock_ttl_s
         )
+        self.router_endpoint = f"tcp://{advertise}:{router_port}"
+        self.pub_endpoint = f"tcp://{advertise}:{pub_port}"
+        self.dead_after_s = settings.bus.heartbeat_interval_s * settings.bus.heartbeat_liveness
+        self.registry = ExecutorRegistry(self.dead_after_s)
+        self.planner = Planner()
+        self.dispatcher: Dispatcher | None = None  # set while leading, once recovery is done
+        self.metrics = SchedulerMetrics()
+        self.metrics.registry.gauge("cronbus_planned_jobs", "Jobs with a planned next fire.", lambda: len(self.planner))
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.view.on_jobs_changed(self._jobs_changed)
+
+    # ---- process ---------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
             await self.registration.register_with_retry(stop)
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._leadership(stop))]
+                tasks = [
+                    tg.create_task(self.view.run(stop, statuses=False)),
+                    tg.create_task(self._read_router()),
+                    tg.create_task(self._read_xpub()),
+                    tg.create_task(self._campaign(stop)),
+                ]
+                if self.settings.metrics_port:
+                    tasks.append(
+                        tg.create_task(
+                            serve_metrics(
+                                self.metrics.registry, self.settings.bind_host, self.settings.metrics_port, stop
+                            )
+                        )
+                    )
                 await stop.wait()
                 for task in tasks:
                     task.cancel()
         finally:
+            self.dispatcher = None
             await self.lock.release()
             await self.registration.deregister()
             await self.consul.close()
@@ -60,19 +104,334 @@ class SchedulerService:
             self.xpub.close()
             self.bus.close()
 
-    async def _leadership(self, stop: asyncio.Event) -> None:
-        """Keeps the health check passing; campaigns while standby, renews the lease while leader."""
+    # ---- leadership ------------------------------------------------------------------------------------
+
+    async def _campaign(self, stop: asyncio.Event) -> None:
         interval = self.settings.lock_ttl_s / 4
         while not stop.is_set():
-            if self.lock.is_leader():
-                await self.lock.renew()
-                await wait_or_stop(stop, interval)
-                continue
-            await self.lock.renew()  # as standby: passes the health check only
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.lock.renew(), interval * 2)  # standby: keeps the check passing
             try:
-                if await self.lock.try_acquire(self.router_endpoint, self.pub_endpoint):
-                    continue
-                await asyncio.wait_for(self.lock.wait_for_vacancy(stop, wait_s=1), interval * 2)
+                acquired = await asyncio.wait_for(self.lock.try_acquire(self.router_endpoint, self.pub_endpoint), 5)
             except (ConsulError, TimeoutError) as exc:
                 log.debug("campaign round failed: %s", exc)
                 await wait_or_stop(stop, interval)
+                continue
+            if not acquired:
+                with contextlib.suppress(ConsulError, TimeoutError):
+                    await asyncio.wait_for(self.lock.wait_for_vacancy(stop, wait_s=1), interval * 2)
+                continue
+            lost = asyncio.Event()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._keep_lease(stop, lost))
+                    tg.create_task(self._lead(stop, lost))
+            finally:
+                self.dispatcher = None
+                if not stop.is_set():
+                    log.warning("leadership ended node=%s; back to standby", self.settings.node_name)
+                    await self.lock.release()  # a fresh session next round
+
+    async def _keep_lease(self, stop: asyncio.Event, lost: asyncio.Event) -> None:
+        interval = self.settings.lock_ttl_s / 4
+        while not stop.is_set() and not lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.lock.renew(), interval * 2)
+            if not self.lock.is_leader():
+                lost.set()
+                return
+            await wait_or_stop(stop, interval)
+
+    async def _lead(self, stop: asyncio.Event, lost: asyncio.Event) -> None:
+        term = self.lock.term
+        await self.view.jobs_ready.wait()
+        await self.view.refresh_jobs()  # the freshest definitions, not what the last blocking query saw
+        _, statuses = await self.store.list_statuses()
+        ledger = Ledger(self.store, self.lock.session, statuses)
+        dispatcher = Dispatcher(
+            term=term,
+            ledger=ledger,
+            registry=self.registry,
+            publish=self._publish,
+            send_to=self._send_to,
+            job=self._job,
+            children=self._children,
+            ack_timeout_s=self.settings.bus.ack_timeout_s,
+            history_limit=self.settings.history_limit,
+            on_ephemeral_success=self._delete_ephemeral,
+            metrics=self.metrics,
+        )
+        self.registry.executors.clear()
+        async with asyncio.TaskGroup() as tg:
+            ledger_task = tg.create_task(ledger.run())
+            await self._recover(dispatcher, statuses)
+            self.dispatcher = dispatcher
+            self.metrics.leader.set(1)
+            self.metrics.term.set(term)
+            log.info("leading term=%d jobs=%d unfinished=%d", term, len(self.view.jobs), len(dispatcher.active))
+            await self._catch_up(dispatcher, ledger)
+            tasks = [
+                tg.create_task(self._plan(dispatcher, ledger, lost)),
+                tg.create_task(self._tick(dispatcher, lost)),
+            ]
+            done = asyncio.create_task(_first(stop, lost))
+            await done
+            lost.set()
+            self.dispatcher = None
+            self.metrics.leader.set(0)
+            self.metrics.term.set(0)
+            for task in [*tasks, ledger_task]:
+                task.cancel()
+
+    async def _recover(self, dispatcher: Dispatcher, statuses: dict[str, tuple[JobStatus, int]]) -> None:
+        """Unfinished executions recorded by earlier terms become this term's to resolve."""
+        for name, (status, _) in statuses.items():
+            job = self._job(name)
+            if job is None:
+                continue
+            for exec_id in status.running:
+                try:
+                    record = await self.store.get_execution(name, exec_id)
+                except NotFoundError:
+                    continue
+                dispatcher.adopt(record, job)
+
+    async def _catch_up(self, dispatcher: Dispatcher, ledger: Ledger) -> None:
+        """Slots that passed while no leader dispatched: run or record them per misfire_policy."""
+        now = now_utc()
+        for stored in list(self.view.jobs.values()):
+            job = stored.job
+            if job is None or job.disabled or not job.schedule:
+                continue
+            status = ledger.status(job.name)
+            try:
+                plan = plan_catchup(job, status.last_slot or job.created_at, now)
+            except ValidationError as exc:
+                log.warning("cannot plan catch-up job=%s: %s", job.name, exc)
+                continue
+            for slot, reason in plan.missed:
+                await dispatcher.record_missed(job, slot, "missed", reason)
+            for slot in plan.run:
+                await self._launch(dispatcher, job, slot)
+        for stored in self.view.jobs.values():
+            if stored.job is not None:
+                self._plan_job(stored.job, ledger)
+
+    def _plan_job(self, job: Job, ledger: Ledger | None) -> None:
+        after = now_utc()
+        last = ledger.status(job.name).last_slot if ledger else None
+        if last is not None and last > after:
+            after = last
+        problem = self.planner.set_job(job, after)
+        if problem:
+            log.warning("job cannot be scheduled job=%s: %s", job.name, problem)
+
+    def _jobs_changed(self, changed: set[str], removed: set[str]) -> None:
+        ledger = self.dispatcher.ledger if self.dispatcher else None
+        for name in removed:
+            self.planner.remove(name)
+        for name in changed:
+            job = self._job(name)
+            if job is None:
+                self.planner.remove(name)
+                stored = self.view.jobs.get(name)
+                if stored is not None and stored.problem:
+                    log.warning("invalid job definition in Consul job=%s: %s", name, stored.problem)
+            else:
+                self._plan_job(job, ledger)
+        self._wake.set()
+
+    async def _plan(self, dispatcher: Dispatcher, ledger: Ledger, lost: asyncio.Event) -> None:
+        while not lost.is_set():
+            self._wake.clear()
+            now = now_utc()
+            nxt = self.planner.peek()
+            if nxt is None or nxt > now + LEAD:
+                timeout = 1.0 if nxt is None else min(1.0, (nxt - now - LEAD).total_seconds())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(timeout, 0.001))
+                continue
+            due = self.planner.pop_due(now + LEAD)
+            self.metrics.fires.inc(len(due))
+            launches = []
+            for name, slot in due:
+                job = self._job(name)
+                if job is not None:
+                    launches.append(self._launch(dispatcher, job, slot))
+            await asyncio.gather(*launches)
+
+    async def _launch(self, dispatcher: Dispatcher, job: Job, slot: datetime, *, manual: bool = False) -> str:
+        if not self.lock.is_leader():
+            return "fenced"
+        if not manual and job.expires_at is not None and slot > job.expires_at:
+            return "expired"
+        outcome, ids = await dispatcher.launch(job, slot, manual=manual)
+        if outcome == "exists":
+            for exec_id in ids:  # launched by an earlier term: resolve what it became
+                with contextlib.suppress(NotFoundError):
+                    dispatcher.adopt(await self.store.get_execution(job.name, exec_id), job)
+        return outcome
+
+    async def _tick(self, dispatcher: Dispatcher, lost: asyncio.Event) -> None:
+        beat = 0.0
+        loop = asyncio.get_running_loop()
+        while not lost.is_set():
+            if not self.lock.is_leader():
+                lost.set()
+                return
+            await dispatcher.tick()
+            self.metrics.jobs.set(len(self.view.jobs))
+            self.metrics.active.set(len(dispatcher.active))
+            if loop.time() - beat >= self.settings.bus.heartbeat_interval_s:
+                beat = loop.time()
+                for state in list(self.registry.executors.values()):
+                    await self._send_to(state.identity, m.LeaderHeartbeat(term=dispatcher.term))
+                for name in dispatcher.jobs_to_trim():
+                    with contextlib.suppress(ConsulError):
+                        await dispatcher.trim(name, await self.store.execution_keys(name))
+            await asyncio.sleep(TICK_S)
+
+    # ---- bus -------------------------------------------------------------------------------------------
+
+    async def _publish(self, topic: bytes, msg: msgspec.Struct) -> None:
+        await self.xpub.send_multipart([topic, m.encode(msg)])
+
+    async def _send_to(self, identity: bytes, msg: msgspec.Struct) -> None:
+        with contextlib.suppress(zmq.ZMQError):  # the peer is gone: heartbeats will tell
+            await self.router.send_multipart([identity, m.encode(msg)], flags=zmq.NOBLOCK)
+
+    async def _read_xpub(self) -> None:
+        while True:
+            frames = await self.xpub.recv_multipart()
+            self.registry.subscription(frames[0])
+            self._wake.set()
+
+    async def _read_router(self) -> None:
+        while True:
+            frames = await self.router.recv_multipart()
+            if len(frames) != 2:
+                log.warning("dropped message with %d frames on the router", len(frames))
+                continue
+            identity, payload = frames
+            msg = m.decode(m.to_leader_decoder, payload, source=identity.decode(errors="replace"))
+            if msg is None:
+                continue
+            try:
+                await self._on_message(identity, msg)
+            except Exception:  # a task boundary: one bad message must not end the scheduler
+                log.exception("failed to handle %s from %r", type(msg).__name__, identity)
+
+    async def _on_message(self, identity: bytes, msg: m.ToLeader) -> None:
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            leader = await self._leader_name()
+            await self._send_to(identity, m.NotLeader(leader=leader))
+            return
+        match msg:
+            case m.Hello():
+                if msg.protocol != m.PROTOCOL_VERSION:
+                    log.warning("executor %s speaks protocol %d, not %d", msg.node, msg.protocol, m.PROTOCOL_VERSION)
+                self.registry.hello(identity, msg)
+                await self._send_to(identity, m.Welcome(leader=self.settings.node_name, term=dispatcher.term))
+                for exec_id in msg.running:
+                    active = dispatcher.active.get(exec_id)
+                    if active is not None and active.record.node_name == msg.node:
+                        active.acked = True
+                log.info("executor joined node=%s tags=%s", msg.node, msg.tags)
+            case m.ExecutorHeartbeat():
+                if self.registry.seen(msg.node, msg.running) is None:
+                    await self._send_to(identity, m.NotLeader(leader=self.settings.node_name))  # says hello again
+            case m.DispatchAccepted():
+                self.registry.seen(msg.node)
+                dispatcher.on_accepted(msg)
+            case m.DispatchRefused():
+                self.registry.seen(msg.node)
+                await dispatcher.on_refused(msg)
+            case m.ExecutionStarted():
+                self.registry.seen(msg.node)
+                self._after(dispatcher.on_started(msg), identity, msg.seq)
+            case m.OutputProduced():
+                self._after(dispatcher.on_output(msg), identity, msg.seq)
+            case m.ExecutionFinished():
+                self.registry.seen(msg.node)
+                self._after(dispatcher.on_finished(msg), identity, msg.seq)
+            case m.StatusReport():
+                self.registry.seen(msg.node)
+            case m.RunJob():
+                await self._send_to(identity, await self._run_job(dispatcher, msg))
+            case m.KillExecution():
+                ok = await dispatcher.kill(msg.execution_id)
+                reply = m.ControlReply(req_id=msg.req_id, ok=ok, code=202 if ok else 404,
+                                       error="" if ok else f"execution {msg.execution_id} is not running")  # fmt: skip
+                await self._send_to(identity, reply)
+            case m.ListBusy():
+                await self._send_to(identity, m.ControlReply(req_id=msg.req_id, ok=True, executions=dispatcher.busy()))
+            case _:
+                assert_never(msg)
+
+    def _after(self, work: object, identity: bytes, seq: int) -> None:
+        """Runs a result handler off the reader; acknowledges the message once what it wrote is committed."""
+
+        async def handle() -> None:
+            await work  # type: ignore[misc]
+            await self._send_to(identity, m.Ack(seq=seq))
+
+        task = asyncio.create_task(handle())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_job(self, dispatcher: Dispatcher, msg: m.RunJob) -> m.ControlReply:
+        job = self._job(msg.job_name)
+        if job is None:
+            return m.ControlReply(req_id=msg.req_id, ok=False, code=404, error=f"job {msg.job_name} not found")
+        if not self.registry.matching(job.tags):
+            shown = ", ".join(f"{k}={v}" for k, v in sorted((job.tags or {}).items())) or "(any)"
+            return m.ControlReply(req_id=msg.req_id, ok=False, code=503, error=f"no executor matches tags {shown}")
+        outcome = await self._launch(dispatcher, job, now_utc(), manual=True)
+        if outcome == "skipped":
+            return m.ControlReply(req_id=msg.req_id, ok=False, code=409,
+                                  error=f"job {job.name} is already running and its concurrency is forbid")  # fmt: skip
+        if outcome != "launched":
+            return m.ControlReply(req_id=msg.req_id, ok=False, code=503, error=f"run not launched: {outcome}")
+        return m.ControlReply(req_id=msg.req_id, ok=True, code=202)
+
+    # ---- jobs --------------------------------------------------------------------------------------------
+
+    def _job(self, name: str) -> Job | None:
+        stored = self.view.jobs.get(name)
+        return stored.job if stored is not None else None
+
+    def _children(self, name: str) -> list[Job]:
+        return [s.job for s in self.view.jobs.values() if s.job is not None and s.job.parent_job == name]
+
+    def _delete_ephemeral(self, name: str) -> None:
+        stored = self.view.jobs.get(name)
+        if stored is None:
+            return
+
+        async def delete() -> None:
+            try:
+                await self.store.delete_job(name, cas=stored.modify_index)
+                log.info("ephemeral job deleted after its successful run job=%s", name)
+            except (ConsulError, Exception) as exc:  # task boundary
+                log.warning("could not delete ephemeral job=%s: %s", name, exc)
+
+        task = asyncio.create_task(delete())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _leader_name(self) -> str:
+        with contextlib.suppress(ConsulError):
+            found = await self.store.get_leader()
+            if found is not None:
+                return found[0].name
+        return ""
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,151 @@
+"""Prometheus metrics: counters, gauges and histograms in the text exposition format, and a tiny server."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+
+LabelKey = tuple[tuple[str, str], ...]
+M = TypeVar("M", bound="_Metric")
+DEFAULT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _labels(key: LabelKey, extra: str = "") -> str:
+    parts = [f'{k}="{_escape(v)}"' for k, v in key]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class _Metric:
+    kind = ""
+
+    def __init__(self, name: str, help_text: str) -> None:
+        self.name = name
+        self.help = help_text
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+
+    def lines(self) -> list[str]:
+        raise NotImplementedError
+
+
+class Counter(_Metric):
+    kind = "counter"
+
+    def __init__(self, name: str, help_text: str) -> None:
+        super().__init__(name, help_text)
+        self.values: dict[LabelKey, float] = {}
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        self.values[key] = self.values.get(key, 0.0) + amount
+
+    def lines(self) -> list[str]:
+        return [f"{self.name}{_labels(k)} {v:g}" for k, v in sorted(self.values.items())] or [f"{self.name} 0"]
+
+
+class Gauge(_Metric):
+    kind = "gauge"
+
+    def __init__(self, name: str, help_text: str, read: Callable[[], float] | None = None) -> None:
+        super().__init__(name, help_text)
+        self.values: dict[LabelKey, float] = {}
+        self._read = read
+
+    def set(self, value: float, **labels: str) -> None:
+        self.values[tuple(sorted(labels.items()))] = value
+
+    def lines(self) -> list[str]:
+        if self._read is not None:
+            return [f"{self.name} {self._read():g}"]
+        return [f"{self.name}{_labels(k)} {v:g}" for k, v in sorted(self.values.items())] or [f"{self.name} 0"]
+
+
+class Histogram(_Metric):
+    kind = "histogram"
+
+    def __init__(self, name: str, help_text: str, buckets: Iterable[float] = DEFAULT_BUCKETS) -> None:
+        super().__init__(name, help_text)
+        self.buckets = tuple(sorted(buckets))
+        self.series: dict[LabelKey, tuple[list[int], list[float]]] = {}
+
+    def observe(self, value: float, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        counts, sums = self.series.setdefault(key, ([0] * (len(self.buckets) + 1), [0.0]))
+        counts[bisect.bisect_left(self.buckets, value)] += 1
+        sums[0] += value
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        for key, (counts, sums) in sorted(self.series.items()):
+            running = 0
+            for bound, count in zip(self.buckets, counts, strict=False):
+                running += count
+                le = f'le="{bound:g}"'
+                out.append(f"{self.name}_bucket{_labels(key, le)} {running}")
+            running += counts[-1]
+            inf = 'le="+Inf"'
+            out.append(f"{self.name}_bucket{_labels(key, inf)} {running}")
+            out.append(f"{self.name}_sum{_labels(key)} {sums[0]:g}")
+            out.append(f"{self.name}_count{_labels(key)} {running}")
+        return out
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.metrics: list[_Metric] = []
+
+    def counter(self, name: str, help_text: str) -> Counter:
+        return self._add(Counter(name, help_text))
+
+    def gauge(self, name: str, help_text: str, read: Callable[[], float] | None = None) -> Gauge:
+        return self._add(Gauge(name, help_text, read))
+
+    def histogram(self, name: str, help_text: str, buckets: Iterable[float] = DEFAULT_BUCKETS) -> Histogram:
+        return self._add(Histogram(name, help_text, buckets))
+
+    def _add(self, metric: M) -> M:
+        self.metrics.append(metric)
+        return metric
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for metric in self.metrics:
+            lines.extend(metric.header())
+            lines.extend(metric.lines())
+        return "\n".join(lines) + "\n"
+
+
+async def serve_metrics(registry: Registry, host: str, port: int, stop: asyncio.Event) -> None:
+    """Answers every HTTP request with the registry's text (GET /metrics is all Prometheus asks)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            body = registry.render().encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host, port)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    async with server:
+        await stop.wait()

@@ -1,0 +1,467 @@
+"""The leader's run book: launches recorded before dispatch, acks and resends, results, retries, chaining."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import msgspec
+
+from cronbus.common import messages as m
+from cronbus.common.bus import node_topic
+from cronbus.common.consul import keys
+from cronbus.common.consul.client import TxnOp
+from cronbus.common.models import (
+    FINISHED_STATUSES,
+    ZERO_TIME,
+    Execution,
+    Job,
+    JobStatus,
+    execution_group,
+    execution_id,
+    now_utc,
+)
+from cronbus.common.schedule import parse_duration
+from cronbus.services.scheduler.ledger import Ledger, Unit
+from cronbus.services.scheduler.metrics import SchedulerMetrics
+from cronbus.services.scheduler.registry import ExecutorRegistry, NoTargetError
+
+log = logging.getLogger(__name__)
+
+OUTPUT_LIMIT = 256_000
+MAX_BACKOFF = timedelta(minutes=5)
+FAN_OUT_CHUNK = 60  # records per ledger unit (a transaction holds 64 operations)
+
+Publish = Callable[[bytes, msgspec.Struct], Awaitable[None]]
+SendTo = Callable[[bytes, msgspec.Struct], Awaitable[None]]
+
+
+class Active(msgspec.Struct, kw_only=True):
+    """An execution that is pending or running, as the leader tracks it."""
+
+    record: Execution
+    job: Job
+    acked: bool = False  # an executor accepted it
+    sent_at: float = 0.0  # monotonic time of the last dispatch (0: not sent yet)
+    sends: int = 0
+    output: str = ""
+
+
+# ---- status changes (pure: they return new structs, never mutate) -----------------------------------------
+
+
+def _launched(ids: list[str], slot: datetime | None) -> Callable[[JobStatus], JobStatus]:
+    def change(s: JobStatus) -> JobStatus:
+        last = s.last_slot if slot is None or (s.last_slot and s.last_slot >= slot) else slot
+        return msgspec.structs.replace(s, running=[*s.running, *ids], last_slot=last)
+
+    return change
+
+
+def _slot_done(slot: datetime) -> Callable[[JobStatus], JobStatus]:
+    def change(s: JobStatus) -> JobStatus:
+        if s.last_slot and s.last_slot >= slot:
+            return s
+        return msgspec.structs.replace(s, last_slot=slot)
+
+    return change
+
+
+def _finished(record: Execution, retry_id: str | None) -> Callable[[JobStatus], JobStatus]:
+    def change(s: JobStatus) -> JobStatus:
+        running = [i for i in s.running if i != record.id] + ([retry_id] if retry_id else [])
+        if record.status in ("missed", "skipped"):
+            return msgspec.structs.replace(s, running=running)
+        if record.success:
+            return msgspec.structs.replace(
+                s, running=running, success_count=s.success_count + 1, last_success=record.finished_at,
+                status="success",
+            )  # fmt: skip
+        return msgspec.structs.replace(
+            s, running=running, error_count=s.error_count + 1, last_error=record.finished_at, status="failed"
+        )
+
+    return change
+
+
+def backoff(job: Job, attempt: int) -> timedelta:
+    """Delay before retry number `attempt` (1-based): retry_backoff doubled each time, capped, with jitter."""
+    try:
+        base = parse_duration(job.retry_backoff or "5s")
+    except ValueError:
+        base = timedelta(seconds=5)
+    delay: timedelta = min(base * (2 ** (attempt - 1)), MAX_BACKOFF)
+    return delay * random.uniform(0.9, 1.1)
+
+
+class Dispatcher:
+    """Everything the leader does with runs during one term. Created at takeover, dropped when leadership ends."""
+
+    def __init__(
+        self,
+        *,
+        term: int,
+        ledger: Ledger,
+        registry: ExecutorRegistry,
+        publish: Publish,
+        send_to: SendTo,
+        job: Callable[[str], Job | None],
+        children: Callable[[str], list[Job]],
+        ack_timeout_s: float,
+        history_limit: int,
+        on_ephemeral_success: Callable[[str], None],
+        metrics: SchedulerMetrics,
+    ) -> None:
+        self.term = term
+        self.ledger = ledger
+        self.registry = registry
+        self._publish = publish
+        self._send_to = send_to
+        self._job = job
+        self._children = children
+        self.ack_timeout_s = ack_timeout_s
+        self.history_limit = history_limit
+        self._on_ephemeral_success = on_ephemeral_success
+        self.metrics = metrics
+        self.active: dict[str, Active] = {}
+        self._written: dict[str, int] = {}  # records written per job since the last history trim
+        self.started_at = time.monotonic()
+
+    # ---- recovery --------------------------------------------------------------------------------------
+
+    def adopt(self, record: Execution, job: Job) -> None:
+        """An unfinished execution found in Consul at takeover (or on a replayed launch)."""
+        if record.id in self.active or record.status in FINISHED_STATUSES:
+            return
+        self.active[record.id] = Active(record=record, job=job, acked=record.status == "running")
+
+    # ---- launching -------------------------------------------------------------------------------------
+
+    def running_of(self, name: str) -> list[Active]:
+        return [a for a in self.active.values() if a.record.job_name == name]
+
+    async def launch(
+        self, job: Job, slot: datetime, *, manual: bool = False, attempt: int = 1, reason: str = ""
+    ) -> tuple[str, list[str]]:
+        """Records the launch of one slot in Consul, then dispatches it. Returns (outcome, execution ids):
+        outcome is "launched", "skipped" (concurrency forbid), "exists" (already launched: replayed), or
+        "fenced" (no longer leader)."""
+        base = execution_id(job.name, slot, attempt)
+        running = self.running_of(job.name)
+        if running and job.concurrency == "forbid":
+            record = self._record(job, base, slot, attempt, manual)
+            record = msgspec.structs.replace(
+                record,
+                status="skipped",
+                finished_at=now_utc(),
+                reason="previous run still running (concurrency forbid)",
+            )
+            outcome = await self.ledger.submit(
+                Unit(create=[record], status={job.name: [_slot_done(slot)]} if not manual else {})
+            )
+            if outcome == "committed":
+                self.metrics.skipped.inc()
+                return "skipped", [record.id]
+            return outcome, [record.id]
+        if running and job.concurrency == "replace":
+            for active in running:
+                await self.kill(active.record.id, why="replaced by a newer run (concurrency replace)")
+        try:
+            targets = self.registry.select(job.tags)
+        except NoTargetError:
+            targets = [""]  # recorded, waiting for a matching executor (up to the catch-up window)
+        if len(targets) == 1:
+            records = [msgspec.structs.replace(self._record(job, base, slot, attempt, manual), node_name=targets[0])]
+        else:
+            records = [
+                msgspec.structs.replace(self._record(job, f"{base}.{node}", slot, attempt, manual), node_name=node)
+                for node in targets
+            ]
+        outcome = "committed"
+        for start in range(0, len(records), FAN_OUT_CHUNK):
+            chunk = records[start : start + FAN_OUT_CHUNK]
+            change = _launched([r.id for r in chunk], None if manual else slot)
+            outcome = await self.ledger.submit(Unit(create=chunk, status={job.name: [change]}))
+            if outcome == "fenced":
+                return "fenced", []
+            if outcome == "exists":
+                self.metrics.deduplicated.inc()
+                return "exists", [r.id for r in records]
+            for record in chunk:
+                self.active[record.id] = Active(record=record, job=job)
+        early_s = (slot - now_utc()).total_seconds()
+        if early_s > 0:  # recorded ahead of time (the planner's lead); dispatched at the slot itself
+            await asyncio.sleep(early_s)
+        for record in records:
+            if record.id in self.active:
+                await self._dispatch(self.active[record.id])
+        return "launched", [r.id for r in records]
+
+    def _record(self, job: Job, exec_id: str, slot: datetime, attempt: int, manual: bool) -> Execution:
+        return Execution(
+            id=exec_id,
+            job_name=job.name,
+            scheduled_at=slot,
+            group=execution_group(slot),
+            attempt=attempt,
+            status="pending",
+            term=self.term,
+            manual=manual,
+        )
+
+    async def record_missed(self, job: Job, slot: datetime, status: str, reason: str) -> None:
+        """A slot that will not run still gets a record saying why (semantics §4)."""
+        record = msgspec.structs.replace(
+            self._record(job, execution_id(job.name, slot, 1), slot, 1, False),
+            status=status,
+            reason=reason,
+            output=reason,
+            finished_at=now_utc(),
+        )
+        if await self.ledger.submit(Unit(create=[record], status={job.name: [_slot_done(slot)]})) == "committed":
+            (self.metrics.missed if status == "missed" else self.metrics.skipped).inc()
+
+    async def _dispatch(self, active: Active) -> None:
+        record = active.record
+        if record.due_at > now_utc():
+            return
+        needs_target = not record.node_name or not self.registry.is_live(record.node_name)
+        if needs_target and not await self._retarget(active):
+            return
+        active.sent_at = time.monotonic()
+        active.sends += 1
+        job = active.job
+        timeout_s = None
+        if job.timeout:
+            try:
+                timeout_s = parse_duration(job.timeout).total_seconds()
+            except ValueError:
+                timeout_s = None
+        await self._publish(
+            node_topic(active.record.node_name),
+            m.Dispatch(
+                term=self.term,
+                execution_id=record.id,
+                job_name=record.job_name,
+                scheduled_at=record.scheduled_at,
+                attempt=record.attempt,
+                group=record.group,
+                targets=[active.record.node_name],
+                executor=job.executor,
+                config=job.executor_config or {},
+                timeout_s=timeout_s,
+                processors=job.processors or {},
+            ),
+        )
+        self.metrics.dispatched.inc()
+        log.debug("dispatched exec=%s node=%s send=%d", record.id, record.node_name, active.sends)
+
+    async def _retarget(self, active: Active) -> bool:
+        """Chooses an executor for a waiting or orphaned pending execution, and records the choice before
+        dispatching it, so a new leader re-sends it to the same executor (which deduplicates)."""
+        try:
+            node = self.registry.select(active.job.tags, exclude=frozenset({active.record.node_name}))[0]
+        except NoTargetError:
+            return False
+        active.record = msgspec.structs.replace(active.record, node_name=node)
+        active.acked = False
+        outcome = await self.ledger.submit(Unit(update=[active.record]))
+        return outcome == "committed"
+
+    # ---- from executors --------------------------------------------------------------------------------
+
+    def on_accepted(self, msg: m.DispatchAccepted) -> None:
+        active = self.active.get(msg.execution_id)
+        if active is not None and active.record.node_name == msg.node and not active.acked:
+            active.acked = True
+            if not active.record.manual and active.record.attempt == 1:
+                self.metrics.lag.observe(max(0.0, (now_utc() - active.record.scheduled_at).total_seconds()))
+
+    async def on_refused(self, msg: m.DispatchRefused) -> None:
+        active = self.active.get(msg.execution_id)
+        if active is None or active.record.node_name != msg.node:
+            return
+        log.info("dispatch refused exec=%s node=%s: %s", msg.execution_id, msg.node, msg.reason)
+        if await self._retarget(active):
+            await self._dispatch(active)
+
+    async def on_started(self, msg: m.ExecutionStarted) -> None:
+        active = self.active.get(msg.execution_id)
+        if active is None:
+            return
+        active.acked = True
+        active.record = msgspec.structs.replace(
+            active.record, status="running", started_at=msg.started_at, node_name=msg.node
+        )
+        await self.ledger.submit(Unit(update=[active.record]))
+
+    async def on_output(self, msg: m.OutputProduced) -> None:
+        active = self.active.get(msg.execution_id)
+        if active is None:
+            return
+        active.output = (active.output + msg.chunk)[-OUTPUT_LIMIT:]
+        await self._publish(
+            m.output_topic(msg.execution_id), m.OutputPublished(execution_id=msg.execution_id, chunk=msg.chunk)
+        )
+
+    async def on_finished(self, msg: m.ExecutionFinished) -> None:
+        active = self.active.get(msg.execution_id)
+        if active is None:
+            return  # finished before (a resend), or its job is gone
+        record = msgspec.structs.replace(
+            active.record,
+            status=msg.status,
+            success=msg.status == "success",
+            exit_code=msg.exit_code,
+            reason=msg.reason,
+            output=msg.output,
+            output_truncated=msg.output_truncated,
+            node_name=msg.node,
+            started_at=msg.started_at if msg.started_at != ZERO_TIME else active.record.started_at,
+            finished_at=msg.finished_at if msg.finished_at != ZERO_TIME else now_utc(),
+        )
+        await self._finish(active, record)
+
+    async def on_executor_lost(self, node: str) -> None:
+        for active in [a for a in self.active.values() if a.record.node_name == node]:
+            if active.acked:
+                record = msgspec.structs.replace(
+                    active.record, status="failed", success=False, reason="executor lost",
+                    output=(active.output + "\n[cronbus] executor lost").lstrip("\n"), finished_at=now_utc(),
+                )  # fmt: skip
+                await self._finish(active, record)
+            elif await self._retarget(active):
+                await self._dispatch(active)
+
+    async def _finish(self, active: Active, record: Execution) -> None:
+        """Writes the final record; schedules a retry, triggers children, deletes an ephemeral job."""
+        job = self._job(record.job_name) or active.job
+        del self.active[record.id]
+        retry: Execution | None = None
+        if not record.success and record.status != "killed" and record.attempt <= job.retries:
+            retry_id = execution_id(job.name, record.scheduled_at, record.attempt + 1)
+            retry = msgspec.structs.replace(
+                self._record(job, retry_id, record.scheduled_at, record.attempt + 1, record.manual),
+                group=record.group,
+                due_at=now_utc() + backoff(job, record.attempt),
+            )
+        unit = Unit(
+            update=[record],
+            create=[retry] if retry else [],
+            status={job.name: [_finished(record, retry.id if retry else None)]},
+            delete=self._trim(job.name),
+        )
+        outcome = await self.ledger.submit(unit)
+        if outcome != "committed":
+            log.warning("result not recorded exec=%s: %s", record.id, outcome)
+            return
+        self.metrics.finished.inc(status=record.status)
+        await self._publish(m.output_topic(record.id), m.ExecutionEnded(execution_id=record.id, status=record.status))
+        log.info(
+            "execution finished job=%s exec=%s status=%s node=%s", job.name, record.id, record.status, record.node_name
+        )
+        if retry is not None:
+            self.metrics.retries.inc()
+            self.active[retry.id] = Active(record=retry, job=job)
+            return
+        group_open = any(a.record.group == record.group and a.record.job_name == job.name for a in self.active.values())
+        if not group_open:
+            await self._chain(job, record)
+        if record.success and job.ephemeral:
+            self._on_ephemeral_success(job.name)
+
+    async def _chain(self, parent: Job, record: Execution) -> None:
+        for child in self._children(parent.name):
+            wanted = child.trigger_on or "success"
+            if wanted == "always" or (wanted == "success") == record.success:
+                # The child's slot is the parent's, so a replayed parent result cannot launch it twice.
+                await self.launch(child, record.scheduled_at, manual=True)
+
+    def _trim(self, job_name: str) -> list[TxnOp]:
+        """History is trimmed in the background (see trim_history); nothing inline."""
+        self._written[job_name] = self._written.get(job_name, 0) + 1
+        return []
+
+    def jobs_to_trim(self) -> list[str]:
+        due = [name for name, count in self._written.items() if count >= max(1, self.history_limit // 10)]
+        for name in due:
+            self._written[name] = 0
+        return due
+
+    async def trim(self, job_name: str, record_keys: list[str]) -> None:
+        """Deletes the oldest records beyond history_limit (ids sort by scheduled time)."""
+        excess = len(record_keys) - self.history_limit
+        if excess <= 0:
+            return
+        active = {keys.execution(job_name, i) for i in self.active}
+        doomed = [k for k in record_keys[:excess] if k not in active]
+        for start in range(0, len(doomed), FAN_OUT_CHUNK):
+            await self.ledger.submit(Unit(delete=[TxnOp("delete", k) for k in doomed[start : start + FAN_OUT_CHUNK]]))
+
+    # ---- control ---------------------------------------------------------------------------------------
+
+    async def kill(self, exec_id: str, why: str = "killed on request") -> bool:
+        active = self.active.get(exec_id)
+        if active is None:
+            return False
+        state = self.registry.executors.get(active.record.node_name)
+        if active.acked and state is not None:
+            await self._send_to(state.identity, m.KillRequested(execution_id=exec_id, term=self.term))
+            return True
+        record = msgspec.structs.replace(
+            active.record, status="killed", success=False, reason=why, output=why, finished_at=now_utc()
+        )
+        await self._finish(active, record)
+        return True
+
+    def busy(self) -> list[Execution]:
+        return [
+            msgspec.structs.replace(a.record, output=a.output)
+            for a in sorted(self.active.values(), key=lambda a: a.record.scheduled_at)
+            if a.record.due_at <= now_utc()
+        ]
+
+    # ---- periodic ----------------------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Resends unacknowledged dispatches, dispatches due retries and waiting runs, resolves lost
+        executors, and gives up on runs that waited longer than their catch-up window."""
+        for node in [s.node for s in self.registry.reap()]:
+            await self.on_executor_lost(node)
+        now = time.monotonic()
+        wall = now_utc()
+        for active in list(self.active.values()):
+            if active.acked or active.record.id not in self.active:
+                continue
+            if active.sent_at and now - active.sent_at < self.ack_timeout_s:
+                continue
+            if not active.sent_at and max(active.record.due_at, active.record.scheduled_at) > wall:
+                continue  # not due yet (a retry in backoff, or a launch recorded ahead of its slot)
+            if await self._expired(active, wall):
+                continue
+            gone = bool(active.sent_at) and not self.registry.is_live(active.record.node_name)
+            if gone and now - self.started_at < self.registry.dead_after_s:
+                # Sent to an executor that is not here: only after it had time to come back (a new
+                # leader's executors reconnect within a heartbeat or two) does the run go elsewhere.
+                continue
+            await self._dispatch(active)
+
+    async def _expired(self, active: Active, wall: datetime) -> bool:
+        try:
+            window = parse_duration(active.job.catchup_window or "1h")
+        except ValueError:
+            window = timedelta(hours=1)
+        if active.sent_at or active.record.manual or wall - active.record.scheduled_at <= window:
+            return False
+        shown = ", ".join(f"{k}={v}" for k, v in sorted((active.job.tags or {}).items())) or "(any)"
+        record = msgspec.structs.replace(
+            active.record, status="missed", reason=f"no executor matches tags {shown} within the catch-up window",
+            finished_at=wall,
+        )  # fmt: skip
+        record = msgspec.structs.replace(record, output=record.reason)
+        await self._finish(active, record)
+        return True

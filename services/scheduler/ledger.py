@@ -1,0 +1,155 @@
+"""The leader's writes to Consul: units batched into transactions, each fenced by the leader's session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+import msgspec
+
+from cronbus.common.consul import keys
+from cronbus.common.consul.client import MAX_TXN_OPS, TxnOp
+from cronbus.common.consul.store import Store, encode
+from cronbus.common.errors import ConsulError
+from cronbus.common.models import Execution, JobStatus
+
+log = logging.getLogger(__name__)
+
+StatusChange = Callable[[JobStatus], JobStatus]
+Outcome = Literal["committed", "exists", "fenced"]
+
+
+class Unit:
+    """Writes that must commit together. `create` records are create-only: if one exists already the
+    unit is not applied and its outcome is "exists" (a launch replayed after a leader change)."""
+
+    def __init__(
+        self,
+        *,
+        create: list[Execution] | None = None,
+        update: list[Execution] | None = None,
+        status: dict[str, list[StatusChange]] | None = None,
+        delete: list[TxnOp] | None = None,
+    ) -> None:
+        self.create = create or []
+        self.update = update or []
+        self.status = status or {}
+        self.delete = delete or []
+        self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+    def size(self) -> int:
+        return len(self.create) + len(self.update) + len(self.status) + len(self.delete)
+
+
+class Ledger:
+    """Owns the statuses of every job while this scheduler leads. Status changes are functions, applied to
+    the latest known status at write time and written with check-and-set; when someone else changed a
+    status (the gateway resetting counters), it is read again and the change applied to that."""
+
+    def __init__(self, store: Store, session: str, statuses: dict[str, tuple[JobStatus, int]]) -> None:
+        self.store = store
+        self.session = session
+        self.statuses = statuses
+        self._pending: deque[Unit] = deque()
+        self._wake = asyncio.Event()
+        self.fenced = False
+
+    def submit(self, unit: Unit) -> asyncio.Future[Outcome]:
+        if self.fenced:
+            unit.done.set_result("fenced")
+        else:
+            self._pending.append(unit)
+            self._wake.set()
+        return unit.done
+
+    def status(self, name: str) -> JobStatus:
+        return self.statuses.get(name, (JobStatus(), 0))[0]
+
+    async def run(self) -> None:
+        """Flushes units as they come, as many per transaction as fit. Ends when fenced."""
+        while not self.fenced:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [self._pending.popleft()]
+            ops = batch[0].size()
+            # One operation of every transaction is the fence; status writes of one job merge into one.
+            while self._pending and ops + self._pending[0].size() < MAX_TXN_OPS - 1:
+                unit = self._pending.popleft()
+                batch.append(unit)
+                ops += unit.size()
+            await self._commit(batch)
+        while self._pending:
+            self._pending.popleft().done.set_result("fenced")
+
+    async def _commit(self, batch: list[Unit]) -> None:
+        for _ in range(20):
+            if not batch:
+                return
+            ops, owners, new_statuses = self._ops(batch)
+            try:
+                ok, results, errors = await self.store.consul.txn(ops)
+            except ConsulError as exc:
+                log.warning("ledger write failed, retrying: %s", exc)
+                await asyncio.sleep(0.2)
+                continue
+            if ok:
+                for entry in results:
+                    name = new_statuses.get(entry.key)
+                    if name is not None:
+                        self.statuses[name[0]] = (name[1], entry.modify_index)
+                for unit in batch:
+                    unit.done.set_result("committed")
+                return
+            for error in errors:
+                owner = owners[error.op_index] if 0 <= error.op_index < len(owners) else None
+                if owner == "fence":
+                    log.warning("ledger fenced: %s", error.what)
+                    self.fenced = True
+                    for unit in batch:
+                        unit.done.set_result("fenced")
+                    return
+                if isinstance(owner, Unit):
+                    owner.done.set_result("exists")
+                    batch.remove(owner)
+                elif isinstance(owner, str):  # a status changed under us: read it again
+                    await self._reload(owner)
+                else:
+                    log.error("ledger transaction failed: %s", error.what)
+        for unit in batch:
+            if not unit.done.done():
+                unit.done.set_exception(ConsulError("ledger could not commit after 20 attempts"))
+
+    async def _reload(self, name: str) -> None:
+        status, index = await self.store.get_status(name)
+        self.statuses[name] = (status, index)
+
+    def _ops(self, batch: list[Unit]) -> tuple[list[TxnOp], list[object], dict[str, tuple[str, JobStatus]]]:
+        ops: list[TxnOp] = [TxnOp("check-session", keys.LEADER, session=self.session)]
+        owners: list[object] = ["fence"]
+        changes: dict[str, list[StatusChange]] = {}
+        for unit in batch:
+            for record in unit.create:
+                ops.append(TxnOp("cas", keys.execution(record.job_name, record.id), encode(record), 0))
+                owners.append(unit)
+            for record in unit.update:
+                ops.append(TxnOp("set", keys.execution(record.job_name, record.id), encode(record)))
+                owners.append(None)
+            ops.extend(unit.delete)
+            owners.extend([None] * len(unit.delete))
+            for name, fns in unit.status.items():
+                changes.setdefault(name, []).extend(fns)
+        new_statuses: dict[str, tuple[str, JobStatus]] = {}
+        for name, fns in changes.items():
+            status, index = self.statuses.get(name, (JobStatus(), 0))
+            for fn in fns:
+                status = fn(msgspec.structs.replace(status))
+            key = keys.status(name)
+            ops.append(TxnOp("cas", key, encode(status), index))
+            owners.append(name)
+            new_statuses[key] = (name, status)
+        return ops, owners, new_statuses

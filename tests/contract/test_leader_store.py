@@ -1,0 +1,99 @@
+"""The leader lock and the leader's ledger against a real Consul: terms grow, writes are fenced, create-only
+launches are recognised when replayed, and a status changed by someone else is re-read, not overwritten."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import msgspec
+
+from cronbus.common.consul import keys
+from cronbus.common.consul.client import ConsulClient
+from cronbus.common.consul.lock import LeaderLock
+from cronbus.common.consul.store import Store
+from cronbus.common.models import Execution, JobStatus
+from cronbus.services.scheduler.ledger import Ledger, Unit
+
+SLOT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def _lock(consul: ConsulClient, name: str, clock: list[float] | None = None) -> LeaderLock:
+    check = f"service:test-{name}"
+    await consul.register_service(
+        "cronbus-test", f"test-{name}", address="127.0.0.1", port=1, tags=[], meta={}, ttl_s=30
+    )
+    await consul.check_pass(check)
+    if clock is None:
+        return LeaderLock(consul, name=name, check_id=check, ttl_s=2)
+    return LeaderLock(consul, name=name, check_id=check, ttl_s=2, clock=lambda: clock[0])
+
+
+async def test_terms_grow_and_only_one_holds_the_lock(consul: ConsulClient) -> None:
+    first, second = await _lock(consul, "one"), await _lock(consul, "two")
+    assert await first.try_acquire("tcp://a:1", "tcp://a:2")
+    assert not await second.try_acquire("tcp://b:1", "tcp://b:2")
+    leader = await Store(consul).get_leader()
+    assert leader is not None and leader[0].name == "one" and leader[0].term == first.term
+    first_term = first.term
+    await first.release()
+    assert not first.is_leader()
+    assert await second.try_acquire("tcp://b:1", "tcp://b:2")
+    assert second.term > first_term
+    await second.release()
+
+
+async def test_the_lease_runs_out_without_renewal(consul: ConsulClient) -> None:
+    clock = [100.0]
+    lock = await _lock(consul, "lease", clock)
+    assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
+    assert lock.is_leader()
+    clock[0] += 1.6  # past 0.75 * ttl: the lease must end before Consul could give the lock to another
+    assert not lock.is_leader()
+    assert await lock.renew()
+    assert lock.is_leader()
+    await lock.release()
+
+
+def _record(exec_id: str) -> Execution:
+    return Execution(id=exec_id, job_name="job1", scheduled_at=SLOT, status="pending")
+
+
+def _add(exec_id: str):  # type: ignore[no-untyped-def]
+    def change(s: JobStatus) -> JobStatus:
+        return msgspec.structs.replace(s, running=[*s.running, exec_id], success_count=s.success_count + 1)
+
+    return change
+
+
+async def test_ledger_commits_detects_replays_and_is_fenced(consul: ConsulClient) -> None:
+    lock = await _lock(consul, "ledger")
+    assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
+    store = Store(consul)
+    ledger = Ledger(store, lock.session, {})
+    runner = asyncio.create_task(ledger.run())
+    first = ledger.submit(Unit(create=[_record("e1")], status={"job1": [_add("e1")]}))
+    second = ledger.submit(Unit(create=[_record("e2")], status={"job1": [_add("e2")]}))
+    assert (await first, await second) == ("committed", "committed")
+    status, _ = await store.get_status("job1")
+    assert status.running == ["e1", "e2"] and status.success_count == 2
+
+    # Someone else (the gateway) resets the counters: the next change applies on top of that, not over it.
+    await store.update_status("job1", lambda s: msgspec.structs.replace(s, success_count=0))
+    assert await ledger.submit(Unit(create=[_record("e3")], status={"job1": [_add("e3")]})) == "committed"
+    status, _ = await store.get_status("job1")
+    assert status.success_count == 1 and status.running == ["e1", "e2", "e3"]
+
+    # A replayed launch: its record exists, so the unit is not applied, and the rest of the batch is.
+    replay = ledger.submit(Unit(create=[_record("e1")], status={"job1": [_add("e1")]}))
+    other = ledger.submit(Unit(create=[_record("e4")]))
+    assert (await replay, await other) == ("exists", "committed")
+    assert (await store.get_status("job1"))[0].running == ["e1", "e2", "e3"]
+
+    # Once the lock is gone, nothing more is written.
+    await consul.kv_put(keys.LEADER, b"", release=lock.session)
+    assert await ledger.submit(Unit(create=[_record("e5")])) == "fenced"
+    keys_now = await store.execution_keys("job1")
+    assert [k.rsplit("/", 1)[1] for k in keys_now] == ["e1", "e2", "e3", "e4"]
+    await runner
+    await lock.release()
