@@ -3,15 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import assert_never
 
+import msgspec
+
+from cronbus.common.bus import Bus, tag_topic
 from cronbus.common.consul import keys
 from cronbus.common.consul.catalog import Registration
 from cronbus.common.consul.client import ConsulClient
+from cronbus.common.errors import ValidationError
+from cronbus.common.messages import (
+    ControlReply,
+    Dispatch,
+    DispatchAccepted,
+    DispatchRefused,
+    ExecutionEnded,
+    ExecutionFinished,
+    ExecutionStarted,
+    Hello,
+    KillRequested,
+    OutputProduced,
+    OutputPublished,
+    Published,
+    QueryExecutions,
+    StatusReport,
+    Welcome,
+)
+from cronbus.common.models import now_utc
 from cronbus.common.settings import ExecutorSettings
+from cronbus.services.executor.connection import LeaderConnection, Reliable
+from cronbus.services.executor.dedupe import SeenIds
+from cronbus.services.executor.executors.base import RunRequest, RunResult, fail, get_executor
+from cronbus.services.executor.journal import Journal
+from cronbus.services.executor.output import OutputBuffer
 
 log = logging.getLogger(__name__)
+
+RECENT_IN_HELLO = 1000  # finished ids a Hello lists, so a new leader can resolve unconfirmed launches
+RESULTS_KEPT = 64  # finished results kept in memory to answer a repeated dispatch with
+DELIVERY_WAIT_S = 5.0  # at shutdown, how long results may wait for acks before the journal keeps them
+CANCEL_MARGIN_S = 5.0  # after a kill, how much longer than kill_grace_s a run may take before it is cancelled
+INTERRUPTED = "executor restarted during the run"
 
 
 def builtin_tags(settings: ExecutorSettings) -> dict[str, str]:
@@ -24,9 +62,27 @@ def builtin_tags(settings: ExecutorSettings) -> dict[str, str]:
     }
 
 
+def default_data_dir(node: str) -> Path:
+    return Path.home() / ".local" / "state" / "cronbus" / node
+
+
+@dataclass
+class _Run:
+    request: RunRequest
+    kill: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
 class ExecutorService:
+    """Runs dispatched executions, at most `capacity` at once, each execution id at most once.
+
+    Results are delivered reliably: every Started/Output/Finished is resent until the leader acks it, and a
+    Finished is journaled before it is sent, so not even a restart loses it.
+    """
+
     def __init__(self, settings: ExecutorSettings) -> None:
         self.settings = settings
+        self.node = settings.node_name
         host, port = settings.consul.host_port
         self.consul = ConsulClient(host, port, settings.consul.token)
         self.tags = builtin_tags(settings)
@@ -38,11 +94,283 @@ class ExecutorService:
             port=0,
             tags=self.tags,
         )
+        data_dir = Path(settings.data_dir).expanduser() if settings.data_dir else default_data_dir(self.node)
+        self.seen = SeenIds(data_dir / "seen.jsonl")
+        self.journal = Journal(data_dir / "results")
+        self.bus = Bus()
+        self.connection = LeaderConnection(
+            node=self.node,
+            topics=[tag_topic(k, v) for k, v in sorted(self.tags.items())],
+            consul=self.consul,
+            bus=self.bus,
+            settings=settings.bus,
+            handler=self,
+        )
+        self.runs: dict[str, _Run] = {}
+        self.results: OrderedDict[str, ExecutionFinished] = OrderedDict()
+        self.accepting = True
+        self._acked = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        halt = asyncio.Event()  # set once running executions are drained and results delivered
         try:
+            await self._restore()
             await self.registration.register_with_retry(stop)
-            await self.registration.keep_alive(stop)
+            async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
+                tg.create_task(self.registration.keep_alive(halt))
+                tg.create_task(self.connection.run(halt))
+                await stop.wait()
+                await self._drain()
+                halt.set()
         finally:
             await self.registration.deregister()
             await self.consul.close()
+            self.bus.close()
+
+    # ---- start and stop -----------------------------------------------------------------------------
+
+    async def _restore(self) -> None:
+        """Loads the seen ids and the undelivered results; a run a crash interrupted becomes a failed result."""
+        await asyncio.to_thread(self.seen.load)
+        journaled = await asyncio.to_thread(self.journal.load)
+        for result in journaled:
+            self.connection.outbox.add(result)
+            self._remember(result)
+        if journaled:
+            log.info("results to deliver from the journal count=%d", len(journaled))
+        for execution_id, job_name in self.seen.unfinished():
+            if execution_id in self.results:  # journaled, but the crash came before it was marked finished
+                await self.seen.finish(execution_id)
+                continue
+            log.warning("run interrupted by a restart job=%s exec=%s", job_name, execution_id)
+            await self._finish(
+                ExecutionFinished(
+                    seq=self.connection.outbox.next_seq(),
+                    execution_id=execution_id,
+                    job_name=job_name,
+                    node=self.node,
+                    status="failed",
+                    reason=INTERRUPTED,
+                    output=f"[cronbus] {INTERRUPTED}\n",
+                    finished_at=now_utc(),
+                )
+            )
+
+    async def _drain(self) -> None:
+        """Refuses new work, lets runs finish (killing them after drain_timeout_s), waits briefly for acks."""
+        self.accepting = False
+        log.info("draining runs=%d timeout=%.1fs", len(self.runs), self.settings.drain_timeout_s)
+        if not await self._runs_ended(self.settings.drain_timeout_s):
+            log.warning("drain timeout: killing runs=%d", len(self.runs))
+            for run in self.runs.values():
+                run.kill.set()
+            if not await self._runs_ended(self.settings.kill_grace_s + CANCEL_MARGIN_S):
+                log.error("runs did not stop after a kill; cancelling count=%d", len(self.runs))
+                tasks = [run.task for run in self.runs.values() if run.task is not None]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DELIVERY_WAIT_S
+        while self._undelivered() and self.connection.connected and loop.time() < deadline:
+            self._acked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acked.wait(), deadline - loop.time())
+        if self._undelivered():
+            log.warning("results left to the journal count=%d", self._undelivered())
+
+    async def _runs_ended(self, timeout_s: float) -> bool:
+        tasks = [run.task for run in self.runs.values() if run.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        return not self.runs
+
+    def _undelivered(self) -> int:
+        return sum(isinstance(m, ExecutionFinished) for m in self.connection.outbox.pending())
+
+    # ---- connection handler -------------------------------------------------------------------------
+
+    def hello(self) -> Hello:
+        return Hello(
+            node=self.node,
+            tags=self.tags,
+            capacity=self.settings.capacity,
+            running=list(self.runs),
+            recent=self.seen.recent_finished(RECENT_IN_HELLO),
+            max_term=self.seen.max_term,
+        )
+
+    def running_count(self) -> int:
+        return len(self.runs)
+
+    async def on_acked(self, message: Reliable) -> None:
+        if isinstance(message, ExecutionFinished):
+            await self.journal.remove(message.seq)
+            self._acked.set()
+
+    async def on_peer(self, message: Welcome | KillRequested | QueryExecutions | ControlReply) -> None:
+        match message:
+            case Welcome(term=term):
+                await self.seen.see_term(term)
+            case KillRequested(execution_id=execution_id, term=term):
+                run = self.runs.get(execution_id)
+                if term < self.seen.max_term:
+                    log.warning("ignored kill exec=%s: stale term %d < %d", execution_id, term, self.seen.max_term)
+                elif run is None:
+                    log.info("kill of an execution not running here exec=%s", execution_id)
+                else:
+                    log.info("killing job=%s exec=%s", run.request.job_name, execution_id)
+                    run.kill.set()
+            case QueryExecutions(execution_ids=ids):
+                known = [i for i in ids if i in self.seen or i in self.runs]
+                self.connection.send(StatusReport(node=self.node, known=known))
+            case ControlReply():
+                log.debug("ignored control reply (executors send no control requests)")
+            case _:
+                assert_never(message)
+
+    async def on_published(self, message: Published) -> None:
+        match message:
+            case Dispatch():
+                await self._on_dispatch(message)
+            case OutputPublished() | ExecutionEnded():
+                pass  # for gateways
+            case _:
+                assert_never(message)
+
+    # ---- dispatches and runs ------------------------------------------------------------------------
+
+    async def _on_dispatch(self, dispatch: Dispatch) -> None:
+        execution_id, job_name = dispatch.execution_id, dispatch.job_name
+        if self.node not in dispatch.targets:
+            log.debug("dispatch for others job=%s exec=%s targets=%s", job_name, execution_id, dispatch.targets)
+            return
+        if dispatch.term < self.seen.max_term:
+            self._refuse(dispatch, f"stale term {dispatch.term} < {self.seen.max_term}")
+            return
+        await self.seen.see_term(dispatch.term)
+        if execution_id in self.seen or execution_id in self.runs:
+            log.info("repeated dispatch job=%s exec=%s", job_name, execution_id)
+            self.connection.send(DispatchAccepted(execution_id=execution_id, node=self.node, duplicate=True))
+            await self._resend_result(execution_id)
+            return
+        if not self.accepting:
+            self._refuse(dispatch, "shutting down")
+            return
+        if len(self.runs) >= self.settings.capacity:
+            self._refuse(dispatch, "at capacity")
+            return
+        request = RunRequest(
+            execution_id=execution_id,
+            job_name=job_name,
+            scheduled_at=dispatch.scheduled_at,
+            attempt=dispatch.attempt,
+            executor=dispatch.executor,
+            config=dispatch.config,
+            timeout_s=dispatch.timeout_s,
+        )
+        run = _Run(request)
+        self.runs[execution_id] = run
+        assert self._tasks is not None
+        run.task = self._tasks.create_task(self._execute(run))
+
+    def _refuse(self, dispatch: Dispatch, reason: str) -> None:
+        log.info("refused job=%s exec=%s: %s", dispatch.job_name, dispatch.execution_id, reason)
+        self.connection.send(DispatchRefused(execution_id=dispatch.execution_id, node=self.node, reason=reason))
+
+    async def _resend_result(self, execution_id: str) -> None:
+        """Answers a repeated dispatch of a finished run with its result again, while it is still known."""
+        pending = self.connection.outbox.finished(execution_id)
+        if pending is not None:  # not acked yet: the same message again
+            self.connection.send(pending)
+            return
+        result = self.results.get(execution_id)
+        if result is not None:
+            copy = msgspec.structs.replace(result, seq=self.connection.outbox.next_seq())
+            await self.journal.save(copy)
+            self._remember(copy)
+            self.connection.send_reliable(copy)
+
+    async def _execute(self, run: _Run) -> None:
+        request = run.request
+        try:
+            await self.seen.accept(request.execution_id, request.job_name)  # durable before the leader hears of it
+            self.connection.send(DispatchAccepted(execution_id=request.execution_id, node=self.node))
+            output = OutputBuffer(on_chunk=lambda chunk: self._stream(request, chunk))
+            started_at = now_utc()
+            self.connection.send_reliable(
+                ExecutionStarted(
+                    seq=self.connection.outbox.next_seq(),
+                    execution_id=request.execution_id,
+                    job_name=request.job_name,
+                    node=self.node,
+                    started_at=started_at,
+                )
+            )
+            log.info("started job=%s exec=%s executor=%s", request.job_name, request.execution_id, request.executor)
+            try:
+                result = await self._run(request, output, run.kill)
+            finally:
+                output.close()
+            await self._finish(
+                ExecutionFinished(
+                    seq=self.connection.outbox.next_seq(),
+                    execution_id=request.execution_id,
+                    job_name=request.job_name,
+                    node=self.node,
+                    status=result.status,
+                    exit_code=result.exit_code,
+                    reason=result.reason,
+                    output=output.text(),
+                    output_truncated=output.truncated,
+                    started_at=started_at,
+                    finished_at=now_utc(),
+                )
+            )
+        finally:
+            del self.runs[request.execution_id]
+
+    async def _run(self, request: RunRequest, output: OutputBuffer, kill: asyncio.Event) -> RunResult:
+        try:
+            executor = get_executor(request.executor)
+        except ValidationError as exc:
+            return fail(output, str(exc))
+        try:
+            return await executor.run(request, output, kill)
+        except Exception as exc:  # task boundary of one run: a runner bug fails this run, not the executor
+            log.exception("runner crashed job=%s exec=%s", request.job_name, request.execution_id)
+            return fail(output, f"executor {request.executor!r} crashed: {exc!r}")
+
+    def _stream(self, request: RunRequest, chunk: bytes) -> None:
+        self.connection.send_reliable(
+            OutputProduced(
+                seq=self.connection.outbox.next_seq(),
+                execution_id=request.execution_id,
+                job_name=request.job_name,
+                chunk=chunk.decode("utf-8", errors="replace"),
+            )
+        )
+
+    async def _finish(self, result: ExecutionFinished) -> None:
+        """Journals the result (durably), marks the id finished, and sends it until acked."""
+        await self.journal.save(result)
+        await self.seen.finish(result.execution_id)
+        self._remember(result)
+        self.connection.outbox.drop_output(result.execution_id)
+        self.connection.send_reliable(result)
+        log.info(
+            "finished job=%s exec=%s status=%s exit_code=%s reason=%s",
+            result.job_name,
+            result.execution_id,
+            result.status,
+            result.exit_code,
+            result.reason,
+        )
+
+    def _remember(self, result: ExecutionFinished) -> None:
+        self.results[result.execution_id] = result
+        self.results.move_to_end(result.execution_id)
+        while len(self.results) > RESULTS_KEPT:
+            self.results.popitem(last=False)

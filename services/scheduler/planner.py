@@ -9,7 +9,7 @@ from datetime import datetime
 
 from cronbus.common.errors import ValidationError
 from cronbus.common.models import Job
-from cronbus.common.schedule import _job_fires as job_fires
+from cronbus.common.schedule import job_fires
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,337 @@
+"""The shell executor: a command in its own process group, with timeout, memory limit, stdin and user."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import re
+import shlex
+import signal
+import subprocess
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cronbus.common.errors import ValidationError
+from cronbus.services.executor.executors.base import (
+    Executor,
+    RunRequest,
+    RunResult,
+    RunStatus,
+    effective_timeout_s,
+    fail,
+    format_seconds,
+    notice,
+    parse_bool,
+    parse_duration_s,
+    register,
+    rfc3339,
+)
+
+if TYPE_CHECKING:
+    from cronbus.services.executor.output import OutputBuffer
+
+logger = logging.getLogger(__name__)
+
+_MEM_LIMIT = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_MEM_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_SU = re.compile(r"([^:\s]+)(?::([^:\s]+))?")
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class ShellConfig:
+    """A shell `executor_config`, parsed and checked."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str | None
+    timeout_s: float | None
+    mem_limit: str  # as written, for messages
+    mem_limit_bytes: int | None
+    payload: bytes | None
+    su_user: str | None
+    su_group: str | None
+
+
+def parse_config(config: dict[str, str]) -> ShellConfig:
+    """Parses a shell `executor_config`; raises ValidationError naming the bad key."""
+    command = config.get("command", "").strip()
+    if not command:
+        raise ValidationError("command: required")
+    if parse_bool("shell", config.get("shell", "")):
+        argv = ["/bin/sh", "-c", command]
+    else:
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise ValidationError(f"command: cannot split {command!r}: {exc}") from None
+    env: dict[str, str] = {}
+    for item in config.get("env", "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError(f"env: {item!r} is not KEY=value (the list is K=v,K2=v2)")
+        env[key.strip()] = value
+    timeout = config.get("timeout", "").strip()
+    mem_limit = config.get("mem_limit", "").strip()
+    payload = config.get("payload", "")
+    try:
+        payload_bytes = base64.b64decode(payload, validate=True) if payload else None
+    except binascii.Error as exc:
+        raise ValidationError(f"payload: not valid base64: {exc}") from None
+    su = config.get("su", "").strip()
+    su_match = _SU.fullmatch(su)
+    if su and su_match is None:
+        raise ValidationError(f"su: {su!r} is not user or user:group")
+    return ShellConfig(
+        argv=argv,
+        env=env,
+        cwd=config.get("cwd") or None,
+        timeout_s=parse_duration_s("timeout", timeout) if timeout else None,
+        mem_limit=mem_limit,
+        mem_limit_bytes=_parse_mem_limit(mem_limit) if mem_limit else None,
+        payload=payload_bytes,
+        su_user=su_match[1] if su_match else None,
+        su_group=su_match[2] if su_match else None,
+    )
+
+
+def _parse_mem_limit(value: str) -> int:
+    match = _MEM_LIMIT.fullmatch(value)
+    limit = int(float(match[1]) * _MEM_UNITS[match[2].lower()]) if match else 0
+    if limit <= 0:
+        raise ValidationError(f"mem_limit: {value!r} is not a positive size (e.g. 512M, 1G or bytes)")
+    return limit
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """Who the command runs as when `su` is set."""
+
+    user: str
+    uid: int
+    gid: int
+    groups: list[int]
+    home: str
+
+
+def _resolve_identity(user: str, group: str | None) -> _Identity:
+    """Looks the user and group up on this host; raises ValidationError when they do not exist."""
+    if os.geteuid() != 0:
+        raise ValidationError(f"su {user}: the executor is not running as root")
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise ValidationError(f"su: unknown user {user!r}") from None
+    gid = entry.pw_gid
+    if group is not None:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValidationError(f"su: unknown group {group!r}") from None
+    # Without an explicit list the child would keep root's supplementary groups.
+    groups = os.getgrouplist(entry.pw_name, gid)
+    return _Identity(entry.pw_name, entry.pw_uid, gid, groups, entry.pw_dir)
+
+
+@register
+class ShellExecutor(Executor):
+    """Runs `command` in a new session (so its own process group), stdout and stderr merged.
+
+    The run ends when the main process exits. Output still in flight is read for up to `drain_s` more (a
+    background child may keep the pipe open forever); then every process left in the group is killed.
+    Stopping (timeout, kill) sends SIGTERM to the group, then SIGKILL once the main process has exited or
+    `kill_grace_s` has passed. Going over `mem_limit` (the RSS of the whole group, checked every
+    `mem_poll_s`) kills the group at once: a grace period would let it grow further.
+    """
+
+    name = "shell"
+
+    def __init__(self, kill_grace_s: float = 10.0, drain_s: float = 0.5, mem_poll_s: float = 0.2) -> None:
+        self._kill_grace_s = kill_grace_s
+        self._drain_s = drain_s
+        self._mem_poll_s = mem_poll_s
+
+    @staticmethod
+    def validate_config(config: dict[str, str]) -> None:
+        parse_config(config)
+
+    async def run(self, request: RunRequest, output: OutputBuffer, kill: asyncio.Event) -> RunResult:
+        try:
+            config = parse_config(request.config)
+            identity = None
+            if config.su_user is not None:
+                # The user database may be remote (NSS: LDAP, SSSD), so it is not read on the loop.
+                identity = await asyncio.to_thread(_resolve_identity, config.su_user, config.su_group)
+        except ValidationError as exc:
+            return fail(output, str(exc))
+        env = dict(os.environ)
+        if identity is not None:
+            env.update(HOME=identity.home, USER=identity.user, LOGNAME=identity.user)
+        env.update(
+            CRONBUS_JOB_NAME=request.job_name,
+            CRONBUS_EXECUTION_ID=request.execution_id,
+            CRONBUS_SCHEDULED_AT=rfc3339(request.scheduled_at),
+            ENV_JOB_NAME=request.job_name,
+        )
+        env.update(config.env)  # last, so a job can override anything (as in Dkron)
+
+        # Our own pipe, not PIPE: Process.wait() would also wait for the pipe to close, which a
+        # background child holding it can delay forever.
+        read_fd, write_fd = os.pipe()
+        pipe, pipe_closed = await _connect_output(read_fd, output)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *config.argv,
+                stdin=asyncio.subprocess.PIPE if config.payload is not None else asyncio.subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=config.cwd,
+                env=env,
+                start_new_session=True,
+                user=identity.uid if identity else None,
+                group=identity.gid if identity else None,
+                extra_groups=identity.groups if identity else None,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            pipe.close()
+            return fail(output, f"cannot start {config.argv[0]!r}: {exc}")
+        finally:
+            os.close(write_fd)  # the child has its copy; ours would keep the pipe from ever reaching EOF
+        logger.debug("started job=%s exec=%s pid=%d", request.job_name, request.execution_id, process.pid)
+        if process.stdin is not None and config.payload is not None:
+            # Buffered by the transport, so a command that never reads stdin cannot block us.
+            process.stdin.write(config.payload)
+            process.stdin.close()
+        try:
+            status, reason = await self._supervise(process, config, request, kill)
+            exit_code = await process.wait()
+            await asyncio.wait({pipe_closed}, timeout=self._drain_s)
+        finally:
+            # Whatever happened (even cancellation), nothing the run started stays in its group.
+            _signal_group(process.pid, signal.SIGKILL)
+            pipe.close()
+            if process.returncode is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), timeout=self._kill_grace_s)
+        logger.debug(
+            "ended job=%s exec=%s exit_code=%d status=%s",
+            request.job_name,
+            request.execution_id,
+            exit_code,
+            status or "exited",
+        )
+        if status is not None:
+            notice(output, reason)
+            return RunResult(status, exit_code, reason)
+        if exit_code == 0:
+            return RunResult("success", 0)
+        if exit_code < 0:
+            return RunResult("failed", exit_code, f"killed by signal {_signal_name(-exit_code)}")
+        return RunResult("failed", exit_code, f"exit code {exit_code}")
+
+    async def _supervise(
+        self,
+        process: asyncio.subprocess.Process,
+        config: ShellConfig,
+        request: RunRequest,
+        kill: asyncio.Event,
+    ) -> tuple[RunStatus | None, str]:
+        """Waits for the main process to exit (None, "") or stops it and says why (status, reason)."""
+        timeout_s = effective_timeout_s(config.timeout_s, request.timeout_s)
+        exited = asyncio.create_task(process.wait())
+        killed = asyncio.create_task(kill.wait())
+        watchers: set[asyncio.Task[object]] = {exited, killed}
+        over_memory = None
+        if config.mem_limit_bytes is not None:
+            over_memory = asyncio.create_task(_watch_memory(process.pid, config.mem_limit_bytes, self._mem_poll_s))
+            watchers.add(over_memory)
+        try:
+            done, _ = await asyncio.wait(watchers, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            if exited in done:
+                return None, ""
+            if over_memory is not None and over_memory in done:
+                _signal_group(process.pid, signal.SIGKILL)
+                rss_mib = over_memory.result() // 1024**2
+                return "failed", f"mem_limit {config.mem_limit} exceeded (RSS {rss_mib}M)"
+            _signal_group(process.pid, signal.SIGTERM)
+            await asyncio.wait({exited}, timeout=self._kill_grace_s)
+            _signal_group(process.pid, signal.SIGKILL)
+            if killed in done:
+                return "killed", "killed"
+            assert timeout_s is not None  # nothing else ends asyncio.wait early
+            return "timeout", f"timed out after {format_seconds(timeout_s)}"
+        finally:
+            for task in watchers:
+                task.cancel()
+
+
+class _PipeToOutput(asyncio.Protocol):
+    """Copies whatever arrives on the output pipe into the buffer."""
+
+    def __init__(self, output: OutputBuffer, closed: asyncio.Future[None]) -> None:
+        self._output = output
+        self._closed = closed
+
+    def data_received(self, data: bytes) -> None:
+        self._output.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+
+async def _connect_output(read_fd: int, output: OutputBuffer) -> tuple[asyncio.ReadTransport, asyncio.Future[None]]:
+    """Starts copying the pipe into `output`; returns the transport and a future done at end of file."""
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: _PipeToOutput(output, closed), os.fdopen(read_fd, "rb", buffering=0)
+    )
+    return transport, closed
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name
+        return str(number)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group is already empty
+        os.killpg(pgid, sig)
+
+
+async def _watch_memory(pgid: int, limit_bytes: int, poll_s: float) -> int:
+    """Returns the group's resident memory as soon as it is above `limit_bytes`."""
+    while True:
+        rss = await asyncio.to_thread(group_rss_bytes, pgid)
+        if rss > limit_bytes:
+            return rss
+        await asyncio.sleep(poll_s)
+
+
+def group_rss_bytes(pgid: int) -> int:
+    """Sums the resident memory of the processes of a process group, read from /proc (Linux)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
+                stat = stat_file.read()
+        except OSError:
+            continue  # the process ended meanwhile
+        # Fields after the command name, which is in parentheses and may contain anything: state ppid pgrp ...
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 21 and int(fields[2]) == pgid:
+            total += int(fields[21]) * _PAGE_BYTES  # field 24 of proc(5), rss in pages
+    return total

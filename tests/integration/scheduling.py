@@ -1,0 +1,40 @@
+"""Shared steps of the scheduling tests: jobs written straight to Consul, executions read back from it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+from cronbus.common.consul.agent import DevAgent
+from cronbus.common.consul.client import ConsulClient
+from cronbus.common.consul.store import Store
+from cronbus.common.models import Execution, Job, now_utc
+
+
+def client(agent: DevAgent) -> ConsulClient:
+    return ConsulClient("127.0.0.1", agent.http_port)
+
+
+async def put_job(store: Store, **fields: object) -> Job:
+    job = Job(**fields)  # type: ignore[arg-type]
+    job = Job(**{**_asdict(job), "id": job.name, "created_at": job.created_at or now_utc()})  # type: ignore[arg-type]
+    stored = await store.get_job(job.name)
+    assert await store.put_job(job, cas=stored.modify_index if stored else 0)
+    return job
+
+
+def _asdict(job: Job) -> dict[str, object]:
+    return {f: getattr(job, f) for f in job.__struct_fields__}
+
+
+async def executions(store: Store, name: str) -> list[Execution]:
+    return sorted(await store.list_executions(name), key=lambda e: (e.scheduled_at, e.attempt, e.id))
+
+
+def finished(records: list[Execution]) -> list[Execution]:
+    return [r for r in records if r.status not in ("pending", "running")]
+
+
+def slot_counts(records: list[Execution], since: datetime, until: datetime) -> Counter[datetime]:
+    """How many executions ran (or were accounted for) per scheduled slot in [since, until]."""
+    return Counter(r.scheduled_at for r in records if since <= r.scheduled_at <= until and r.attempt == 1)

@@ -1,0 +1,119 @@
+"""Scheduler and executor processes on a real Consul: runs happen on time, once, on the right executors,
+and survive leader changes (semantics §3–§6)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+from pathlib import Path
+
+from cronbus.common.consul.agent import DevAgent
+from cronbus.common.consul.store import Store
+from cronbus.common.models import now_utc
+from tests.helpers import Cluster, async_wait_until
+from tests.integration.scheduling import client, executions, finished, put_job, slot_counts
+
+
+async def _leader(store: Store) -> str:
+    found = await store.get_leader()
+    return found[0].name if found else ""
+
+
+async def test_a_scheduled_shell_job_runs_and_records_output(cluster: Cluster, fresh_consul: DevAgent) -> None:
+    store = Store(client(fresh_consul))
+    cluster.scheduler(name="s1")
+    cluster.executor(name="e1")
+    await async_wait_until(lambda: _leader(store), timeout_s=15, what="a leader")
+    await put_job(store, name="hello", schedule="@every 1s", executor="shell",
+                  executor_config={"command": "echo hello $CRONBUS_JOB_NAME", "shell": "true"})  # fmt: skip
+
+    async def two_runs() -> bool:
+        return len([r for r in finished(await executions(store, "hello")) if r.success]) >= 2
+
+    await async_wait_until(two_runs, timeout_s=20, what="two successful runs")
+    record = finished(await executions(store, "hello"))[0]
+    assert record.output.strip() == "hello hello"
+    assert record.node_name == "e1" and record.status == "success" and record.exit_code == 0
+    assert timedelta(0) <= record.started_at - record.scheduled_at < timedelta(seconds=1)
+    status, _ = await store.get_status("hello")
+    assert status.success_count >= 2 and status.status == "success"
+    await store.consul.close()
+
+
+async def test_targeting_is_exact_and_untagged_jobs_run_once(cluster: Cluster, fresh_consul: DevAgent) -> None:
+    store = Store(client(fresh_consul))
+    cluster.scheduler(name="s1")
+    for name, role in (("web1", "web"), ("web2", "web"), ("ws", "webserver")):
+        cluster.executor("--tag", f"role={role}", name=name)
+    await async_wait_until(lambda: _leader(store), timeout_s=15)
+    await put_job(store, name="web", schedule="@every 1s", executor="noop", tags={"role": "web"})
+    await put_job(store, name="one", schedule="@every 1s", executor="noop")
+
+    async def enough() -> bool:
+        return len(finished(await executions(store, "web"))) >= 6 and len(finished(await executions(store, "one"))) >= 3
+
+    await async_wait_until(enough, timeout_s=25, what="runs of both jobs")
+    web = finished(await executions(store, "web"))
+    assert {r.node_name for r in web} <= {"web1", "web2"}
+    by_slot = slot_counts(web, web[0].scheduled_at, web[-1].scheduled_at)
+    assert set(by_slot.values()) <= {1, 2}  # every matching executor runs a slot, each once
+    one = finished(await executions(store, "one"))
+    assert max(slot_counts(one, one[0].scheduled_at, one[-1].scheduled_at).values()) == 1
+    await store.consul.close()
+
+
+async def test_leader_killed_standby_takes_over_without_duplicates(
+    cluster: Cluster, fresh_consul: DevAgent, tmp_path: Path
+) -> None:
+    store = Store(client(fresh_consul))
+    s1 = cluster.scheduler(name="s1")
+    await async_wait_until(lambda: _leader(store), timeout_s=15)
+    s2 = cluster.scheduler(name="s2")
+    cluster.executor("--capacity", "200", name="e1")
+    names = [f"j{i:02d}" for i in range(50)]
+    for name in names:
+        await put_job(store, name=name, schedule="@every 1s", executor="noop")
+
+    async def running_for(seconds: int) -> bool:
+        records = finished(await executions(store, names[0]))
+        return len(records) >= seconds
+
+    await async_wait_until(lambda: running_for(3), timeout_s=20, what="jobs running")
+    victim, survivor = (s1, "s2") if await _leader(store) == "s1" else (s2, "s1")
+    killed_at = now_utc()
+    victim.kill()
+
+    async def new_leader() -> bool:
+        return await _leader(store) == survivor
+
+    await async_wait_until(new_leader, timeout_s=3.5, what="the standby taking over within 3 s")
+
+    async def dispatching_again() -> bool:
+        records = finished(await executions(store, names[0]))
+        return any(r.started_at > killed_at + timedelta(seconds=1) for r in records if r.status == "success")
+
+    await async_wait_until(dispatching_again, timeout_s=5, what="dispatching resumed")
+    end = now_utc() - timedelta(seconds=2)
+    start = killed_at - timedelta(seconds=3)
+
+    stuck: list[str] = []
+
+    async def window_settled() -> bool:
+        stuck.clear()
+        for name in names:
+            records = await executions(store, name)
+            stuck.extend(f"{r.id}:{r.status}@{r.node_name}" for r in records if r.status in ("pending", "running") and r.scheduled_at <= end)
+        return not stuck
+
+    try:
+        await async_wait_until(window_settled, timeout_s=15, what="runs of the examined window finished")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still unfinished: {stuck[:10]}") from None
+    for name in names:
+        slots = sorted(
+            r.scheduled_at for r in await executions(store, name) if r.attempt == 1 and start <= r.scheduled_at <= end
+        )
+        assert len(slots) == len(set(slots)), f"{name}: a slot launched twice"
+        gaps = [(a, b) for a, b in itertools.pairwise(slots) if b - a != timedelta(seconds=1)]
+        assert not gaps, f"{name}: slots with neither a run nor a missed record between {gaps[:3]}"
+    await store.consul.close()
