@@ -102,7 +102,8 @@ async def test_leader_killed_standby_takes_over_without_duplicates(
         stuck.clear()
         for name in names:
             records = await executions(store, name)
-            stuck.extend(f"{r.id}:{r.status}@{r.node_name}" for r in records if r.status in ("pending", "running") and r.scheduled_at <= end)
+            open_runs = [r for r in records if r.status in ("pending", "running") and r.scheduled_at <= end]
+            stuck.extend(f"{r.id}:{r.status}@{r.node_name}" for r in open_runs)
         return not stuck
 
     try:
