@@ -334,7 +334,7 @@ class ExecutorService:
 
     async def _run(self, request: RunRequest, output: OutputBuffer, kill: asyncio.Event) -> RunResult:
         try:
-            executor = get_executor(request.executor)
+            executor = get_executor(request.executor, kill_grace_s=self.settings.kill_grace_s)
         except ValidationError as exc:
             return fail(output, str(exc))
         try:

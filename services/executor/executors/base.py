@@ -49,6 +49,9 @@ class Executor(ABC):
 
     name: ClassVar[str]
 
+    def __init__(self, kill_grace_s: float = 10.0) -> None:
+        self.kill_grace_s = kill_grace_s
+
     @staticmethod
     @abstractmethod
     def validate_config(config: dict[str, str]) -> None:
@@ -80,9 +83,10 @@ def register(cls: E) -> E:
     return cls
 
 
-def get_executor(name: str) -> Executor:
-    """Returns a new executor with default settings; raises ValidationError for an unknown name."""
-    return _executor_class(name)()
+def get_executor(name: str, *, kill_grace_s: float = 10.0) -> Executor:
+    """Returns a new executor; raises ValidationError for an unknown name. kill_grace_s is the time between
+    SIGTERM and SIGKILL for executors that run processes."""
+    return _executor_class(name)(kill_grace_s=kill_grace_s)
 
 
 def validate_executor_config(executor: str, config: dict[str, str]) -> None:

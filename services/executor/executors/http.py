@@ -211,7 +211,9 @@ class HttpExecutor(Executor):
                         body += chunk[: MATCH_LIMIT_BYTES - len(body)]
         except httpx.TimeoutException:
             return _timed_out(output, timeout_s)
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, OSError) as exc:
+            # An alert during a TLS 1.3 read (e.g. the server wants a client certificate) can surface as a
+            # bare ssl.SSLError rather than httpx's wrapper.
             return fail(output, f"connection failed: {str(exc) or type(exc).__name__}")
         except httpx.HTTPError as exc:
             return fail(output, f"request failed: {str(exc) or type(exc).__name__}")

@@ -155,7 +155,7 @@ class ShellExecutor(Executor):
     name = "shell"
 
     def __init__(self, kill_grace_s: float = 10.0, drain_s: float = 0.5, mem_poll_s: float = 0.2) -> None:
-        self._kill_grace_s = kill_grace_s
+        super().__init__(kill_grace_s)
         self._drain_s = drain_s
         self._mem_poll_s = mem_poll_s
 
@@ -220,7 +220,7 @@ class ShellExecutor(Executor):
             pipe.close()
             if process.returncode is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), timeout=self._kill_grace_s)
+                    await asyncio.wait_for(process.wait(), timeout=self.kill_grace_s)
         logger.debug(
             "ended job=%s exec=%s exit_code=%d status=%s",
             request.job_name,
@@ -262,7 +262,7 @@ class ShellExecutor(Executor):
                 rss_mib = over_memory.result() // 1024**2
                 return "failed", f"mem_limit {config.mem_limit} exceeded (RSS {rss_mib}M)"
             _signal_group(process.pid, signal.SIGTERM)
-            await asyncio.wait({exited}, timeout=self._kill_grace_s)
+            await asyncio.wait({exited}, timeout=self.kill_grace_s)
             _signal_group(process.pid, signal.SIGKILL)
             if killed in done:
                 return "killed", "killed"
