@@ -381,9 +381,15 @@ class SchedulerService:
         task.add_done_callback(self._tasks.discard)
 
     async def _run_job(self, dispatcher: Dispatcher, msg: m.RunJob) -> m.ControlReply:
-        job = self._job(msg.job_name)
+        # Read afresh: a client that just wrote the job may run it before our blocking query has seen it.
+        try:
+            stored = await self.store.get_job(msg.job_name)
+        except ConsulError as exc:
+            return m.ControlReply(req_id=msg.req_id, ok=False, code=503, error=str(exc))
+        job = stored.job if stored is not None else None
         if job is None:
-            return m.ControlReply(req_id=msg.req_id, ok=False, code=404, error=f"job {msg.job_name} not found")
+            why = stored.problem if stored is not None else "not found"
+            return m.ControlReply(req_id=msg.req_id, ok=False, code=404, error=f"job {msg.job_name} {why}")
         if not self.registry.matching(job.tags):
             shown = ", ".join(f"{k}={v}" for k, v in sorted((job.tags or {}).items())) or "(any)"
             return m.ControlReply(req_id=msg.req_id, ok=False, code=503, error=f"no executor matches tags {shown}")

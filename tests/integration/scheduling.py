@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import datetime
 
+import zmq
+import zmq.asyncio
+
+from cronbus.common import messages as m
 from cronbus.common.consul.agent import DevAgent
 from cronbus.common.consul.client import ConsulClient
 from cronbus.common.consul.store import Store
@@ -38,3 +43,24 @@ def finished(records: list[Execution]) -> list[Execution]:
 def slot_counts(records: list[Execution], since: datetime, until: datetime) -> Counter[datetime]:
     """How many executions ran (or were accounted for) per scheduled slot in [since, until]."""
     return Counter(r.scheduled_at for r in records if since <= r.scheduled_at <= until and r.attempt == 1)
+
+
+async def control(
+    store: Store, request: m.RunJob | m.KillExecution | m.ListBusy, timeout_s: float = 5.0
+) -> m.ControlReply:
+    """Sends one control request to the leader over a DEALER, as the gateway does; returns its reply."""
+    found = await store.get_leader()
+    assert found is not None, "no leader"
+    ctx = zmq.asyncio.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(found[0].router)
+    try:
+        await sock.send(m.encode(request))
+        while True:
+            frame = await asyncio.wait_for(sock.recv(), timeout_s)
+            reply = m.to_peer_decoder.decode(frame)
+            if isinstance(reply, m.ControlReply):
+                return reply
+    finally:
+        sock.close()
