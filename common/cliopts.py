@@ -7,9 +7,10 @@ from typing import Any, TypeVar
 
 import click
 
+from cronbus.common.bus import CurveKeys
 from cronbus.common.errors import SettingsError
 from cronbus.common.logging import setup_logging
-from cronbus.common.settings import ConsulSettings, default_node_name
+from cronbus.common.settings import BusSettings, ConsulSettings, default_node_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,6 +28,8 @@ def service_options(func: F) -> F:
                          type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)),
             click.option("--log-format", default="text", show_default=True, envvar="CRONBUS_LOG_FORMAT",
                          type=click.Choice(["text", "json"])),
+            click.option("--curve-key", default="", envvar="CRONBUS_CURVE_KEY",
+                         help="Cluster CURVE key pair file (`cronbus keygen`): encrypts and authenticates the bus."),
         ]
     ):  # fmt: skip
         func = option(func)
@@ -40,6 +43,17 @@ def consul_settings(consul_addr: str, consul_token: str) -> ConsulSettings:
     except SettingsError as exc:
         raise click.BadParameter(str(exc)) from exc
     return settings
+
+
+def bus_settings(curve_key: str, heartbeat_interval_s: float = 1.0, heartbeat_liveness: int = 3) -> BusSettings:
+    if curve_key:
+        try:
+            CurveKeys.load(curve_key)  # fails now, at start, naming the setting
+        except SettingsError as exc:
+            raise click.BadParameter(str(exc), param_hint="--curve-key") from exc
+    return BusSettings(
+        heartbeat_interval_s=heartbeat_interval_s, heartbeat_liveness=heartbeat_liveness, curve_key_file=curve_key
+    )
 
 
 def start_logging(log_level: str, log_format: str, process: str) -> None:

@@ -50,6 +50,7 @@ class BusSettings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval_s: float = 1.0
     heartbeat_liveness: int = 3  # missed heartbeats before a peer is dead
     ack_timeout_s: float = 1.0  # resend an unacknowledged message after this long
+    curve_key_file: str = ""  # the cluster's CURVE key pair; empty: the bus is not encrypted
 
 
 class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):

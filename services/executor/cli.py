@@ -6,10 +6,10 @@ import sys
 
 import click
 
-from cronbus.common.cliopts import consul_settings, service_options, start_logging
+from cronbus.common.cliopts import bus_settings, consul_settings, service_options, start_logging
 from cronbus.common.errors import SettingsError
 from cronbus.common.lifecycle import run_service
-from cronbus.common.settings import BusSettings, ExecutorSettings, parse_tags
+from cronbus.common.settings import ExecutorSettings, parse_tags
 from cronbus.services.executor.service import ExecutorService
 
 
@@ -83,6 +83,7 @@ def executor_command(
     node_name: str,
     log_level: str,
     log_format: str,
+    curve_key: str,
     tags: tuple[str, ...],
     capacity: int,
     data_dir: str,
@@ -103,7 +104,7 @@ def executor_command(
         node_name=node_name,
         tags=parsed,
         consul=consul_settings(consul_addr, consul_token),
-        bus=BusSettings(heartbeat_interval_s=heartbeat_interval, heartbeat_liveness=heartbeat_liveness),
+        bus=bus_settings(curve_key, heartbeat_interval, heartbeat_liveness),
         capacity=capacity,
         data_dir=data_dir,
         drain_timeout_s=drain_timeout,

@@ -97,7 +97,7 @@ class ExecutorService:
         data_dir = Path(settings.data_dir).expanduser() if settings.data_dir else default_data_dir(self.node)
         self.seen = SeenIds(data_dir / "seen.jsonl")
         self.journal = Journal(data_dir / "results")
-        self.bus = Bus()
+        self.bus = Bus.from_settings(settings.bus)
         self.connection = LeaderConnection(
             node=self.node,
             topics=[tag_topic(k, v) for k, v in sorted(self.tags.items())],

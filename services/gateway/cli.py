@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from cronbus.common.cliopts import consul_settings, service_options, start_logging
+from cronbus.common.cliopts import bus_settings, consul_settings, service_options, start_logging
 from cronbus.common.lifecycle import run_service
-from cronbus.common.settings import BusSettings, GatewaySettings
+from cronbus.common.settings import GatewaySettings
 from cronbus.services.gateway.service import GatewayService
 
 ROLES = ("read", "operator", "admin")
@@ -84,6 +84,7 @@ def gateway_command(
     node_name: str,
     log_level: str,
     log_format: str,
+    curve_key: str,
     host: str,
     port: int,
     tokens: tuple[str, ...],
@@ -102,7 +103,7 @@ def gateway_command(
     settings = GatewaySettings(
         node_name=node_name,
         consul=consul_settings(consul_addr, consul_token),
-        bus=BusSettings(heartbeat_interval_s=heartbeat_interval),
+        bus=bus_settings(curve_key, heartbeat_interval),
         host=host,
         port=port,
         tokens=parsed,

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from cronbus.common.cliopts import consul_settings, service_options, start_logging
+from cronbus.common.cliopts import bus_settings, consul_settings, service_options, start_logging
 from cronbus.common.lifecycle import run_service
-from cronbus.common.settings import BusSettings, SchedulerSettings
+from cronbus.common.settings import SchedulerSettings
 from cronbus.services.scheduler.service import SchedulerService
 
 
@@ -84,6 +84,7 @@ def scheduler_command(
     node_name: str,
     log_level: str,
     log_format: str,
+    curve_key: str,
     bind_host: str,
     advertise_host: str,
     router_port: int,
@@ -99,7 +100,7 @@ def scheduler_command(
     settings = SchedulerSettings(
         node_name=node_name,
         consul=consul_settings(consul_addr, consul_token),
-        bus=BusSettings(heartbeat_interval_s=heartbeat_interval, heartbeat_liveness=heartbeat_liveness),
+        bus=bus_settings(curve_key, heartbeat_interval, heartbeat_liveness),
         bind_host=bind_host,
         advertise_host=advertise_host,
         router_port=router_port,

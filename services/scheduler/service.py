@@ -44,7 +44,7 @@ class SchedulerService:
         self.consul = ConsulClient(host, port, settings.consul.token)
         self.store = Store(self.consul)
         self.view = JobView(self.store)
-        self.bus = Bus()
+        self.bus = Bus.from_settings(settings.bus)
         advertise = settings.advertise_host or settings.bind_host
         self.router, router_port = self.bus.router(settings.bind_host, settings.router_port)
         self.xpub, pub_port = self.bus.xpub(settings.bind_host, settings.pub_port)
