@@ -57,8 +57,16 @@ def free_port() -> int:
 class DevAgent:
     """A Consul agent in dev mode on loopback, with free ports; stop() kills it and removes its data."""
 
-    def __init__(self, http_port: int | None = None, *, ui: bool = False, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        http_port: int | None = None,
+        *,
+        ui: bool = False,
+        log_path: Path | None = None,
+        acl_master_token: str = "",
+    ) -> None:
         self.http_port = http_port or free_port()
+        self.acl_master_token = acl_master_token
         self._ui = ui
         self._log_path = log_path
         self._dir = tempfile.mkdtemp(prefix="cronbus-consul-")
@@ -79,6 +87,11 @@ class DevAgent:
         ]  # fmt: skip
         if self._ui:
             args.append("-ui")
+        if self.acl_master_token:
+            # Deny by default: every call without the token fails, so a test proves the token is sent.
+            token = self.acl_master_token
+            acl = f'enabled = true default_policy = "deny" tokens {{ master = "{token}" agent = "{token}" }}'
+            args += ["-hcl", f"acl {{ {acl} }}"]
         out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -94,7 +107,10 @@ class DevAgent:
 
     def _leader_known(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.address}/v1/status/leader", timeout=1) as resp:
+            request = urllib.request.Request(
+                f"http://{self.address}/v1/status/leader", headers={"X-Consul-Token": self.acl_master_token}
+            )
+            with urllib.request.urlopen(request, timeout=1) as resp:
                 return len(resp.read().strip()) > 2  # '""' until a leader is elected
         except (urllib.error.URLError, OSError):
             return False

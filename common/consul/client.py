@@ -12,6 +12,7 @@ import aiohttp
 import consul
 import consul.aio
 import msgspec
+from consul.callback import CB
 
 from cronbus.common.errors import ConsulError
 
@@ -138,7 +139,9 @@ class ConsulClient:
                 kv["Session"] = op.session
             payload.append({"KV": kv})
         try:
-            raw = await self._api().txn.put(payload)
+            api = self._api()
+            # py-consul's txn.put() sends no ACL token, so the request is made here with it.
+            raw = await api.http.put(CB.json(), "/v1/txn", data=json.dumps(payload), headers=api.prepare_headers())
         except consul.ConsulException as exc:
             # Consul answers a rolled-back transaction with 409 and the errors as JSON.
             status, _, body = str(exc).partition(" ")
