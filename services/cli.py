@@ -11,6 +11,7 @@ import yaml
 from cronbus.services.dev import dev_command
 from cronbus.services.executor.cli import executor_command
 from cronbus.services.gateway.cli import gateway_command
+from cronbus.services.gateway.commands import CLIENT_COMMANDS
 from cronbus.services.keygen import keygen_command
 from cronbus.services.scheduler.cli import scheduler_command
 
@@ -42,3 +43,5 @@ main.add_command(executor_command)
 main.add_command(gateway_command)
 main.add_command(dev_command)
 main.add_command(keygen_command)
+for _command in CLIENT_COMMANDS:
+    main.add_command(_command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -59,6 +60,10 @@ def cluster(fresh_consul: DevAgent, tmp_path: Path, request: pytest.FixtureReque
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(group.logs())
+        keep = ARTIFACTS / "logs" / request.node.name
+        keep.mkdir(parents=True, exist_ok=True)
+        for log in tmp_path.glob("*.log"):
+            shutil.copy(log, keep / log.name)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

@@ -32,7 +32,7 @@ class GatewayService:
         self.consul = ConsulClient(host, port, settings.consul.token)
 
     async def run(self, stop: asyncio.Event) -> None:
-        app = create_app(self.settings, self.consul)
+        app = create_app(self.settings, self.consul, on_leave=stop.set)
         config = uvicorn.Config(
             app,
             host=self.settings.host,

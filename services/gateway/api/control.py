@@ -1,0 +1,240 @@
+"""Client of the leader's control channel: run, kill and busy requests over a DEALER, replies matched by req_id."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import assert_never
+
+from cronbus.common import messages
+from cronbus.common.bus import Bus
+from cronbus.common.consul.store import Store
+from cronbus.common.errors import CronbusError, UnavailableError
+from cronbus.common.messages import (
+    Ack,
+    ControlReply,
+    ExecutionEnded,
+    KillExecution,
+    LeaderHeartbeat,
+    ListBusy,
+    NotLeader,
+    OutputPublished,
+    QueryExecutions,
+    RunJob,
+    Welcome,
+)
+from cronbus.common.models import Execution, LeaderInfo
+from cronbus.common.settings import BusSettings
+
+log = logging.getLogger(__name__)
+
+NO_LEADER = "no leader"
+
+ControlRequest = RunJob | KillExecution | ListBusy
+OutputEvent = OutputPublished | ExecutionEnded
+
+
+class ControlError(CronbusError):
+    """The leader refused a request; `code` is the HTTP status it asked the gateway to answer with."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _NotLeaderError(Exception):
+    """The peer answered NotLeader: read the leader record again."""
+
+
+class _LeaderConnection:
+    """One DEALER to one leader's ROUTER and the task that reads it, resolving pending requests by req_id."""
+
+    def __init__(self, bus: Bus, endpoint: str, identity: str) -> None:
+        self.endpoint = endpoint
+        self.socket = bus.dealer(endpoint, identity)
+        self.pending: dict[str, asyncio.Future[ControlReply]] = {}
+        self.reader = asyncio.create_task(self._read(), name=f"control-reader {endpoint}")
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                frames = await self.socket.recv_multipart()
+                message = messages.decode(messages.to_peer_decoder, frames[-1], source=self.endpoint)
+                match message:
+                    case ControlReply():
+                        future = self.pending.pop(message.req_id, None)
+                        if future is not None and not future.done():
+                            future.set_result(message)
+                    case NotLeader():
+                        log.info("control peer is not the leader endpoint=%s leader=%s", self.endpoint, message.leader)
+                        self._fail_pending(_NotLeaderError(message.leader))
+                    case Welcome() | LeaderHeartbeat() | Ack() | messages.KillRequested() | QueryExecutions():
+                        log.debug("ignored %s from the leader endpoint=%s", type(message).__name__, self.endpoint)
+                    case None:
+                        continue
+                    case _:
+                        assert_never(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # task boundary: a broken socket fails its requests, never the gateway
+            log.warning("control connection failed endpoint=%s: %r", self.endpoint, exc)
+            self._fail_pending(UnavailableError(f"connection to the leader failed: {exc}"))
+
+    def _fail_pending(self, error: Exception) -> None:
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self.pending.clear()
+
+    async def request(self, message: ControlRequest, timeout_s: float) -> ControlReply:
+        future: asyncio.Future[ControlReply] = asyncio.get_running_loop().create_future()
+        self.pending[message.req_id] = future
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.socket.send(messages.encode(message))
+                return await future
+        finally:
+            self.pending.pop(message.req_id, None)
+
+    async def close(self) -> None:
+        self.reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.reader
+        self._fail_pending(UnavailableError("connection to the leader closed"))
+        # linger 0: a request still queued for a leader that never answered must not run later.
+        self.socket.close(linger=0)
+
+
+class ControlClient:
+    """Sends control requests to whoever leads now (read from the leader record for each request).
+
+    Raises UnavailableError("no leader") when no scheduler leads, UnavailableError when the leader does not
+    answer within `timeout_s`, ControlError when it refuses. A NotLeader answer re-reads the record and
+    retries once.
+    """
+
+    def __init__(
+        self, store: Store, *, node_name: str, timeout_s: float, bus_settings: BusSettings | None = None
+    ) -> None:
+        self.store = store
+        self._bus_settings = bus_settings or BusSettings()
+        self.timeout_s = timeout_s
+        self.identity = f"gateway-{node_name}-{uuid.uuid4().hex[:8]}"
+        self._bus: Bus | None = None
+        self._connection: _LeaderConnection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def bus(self) -> Bus:
+        # Created on first use, inside the running loop, and again after close() (an app restarted in tests).
+        if self._bus is None:
+            self._bus = Bus.from_settings(self._bus_settings)
+        return self._bus
+
+    async def leader(self) -> LeaderInfo:
+        found = await self.store.get_leader()
+        if found is None:
+            raise UnavailableError(NO_LEADER)
+        return found[0]
+
+    async def _connect(self, leader: LeaderInfo) -> _LeaderConnection:
+        async with self._lock:
+            if self._connection is not None and self._connection.endpoint != leader.router:
+                await self._connection.close()
+                self._connection = None
+            if self._connection is None:
+                self._connection = _LeaderConnection(self.bus, leader.router, self.identity)
+            return self._connection
+
+    async def _drop(self, connection: _LeaderConnection) -> None:
+        async with self._lock:
+            if self._connection is connection:
+                self._connection = None
+        await connection.close()
+
+    async def _request(self, make: Callable[[str], ControlRequest]) -> ControlReply:
+        for attempt in (1, 2):
+            leader = await self.leader()
+            connection = await self._connect(leader)
+            message = make(uuid.uuid4().hex)
+            try:
+                reply = await connection.request(message, self.timeout_s)
+            except _NotLeaderError:
+                await self._drop(connection)
+                if attempt == 2:
+                    raise UnavailableError(NO_LEADER) from None
+                continue
+            except TimeoutError:
+                await self._drop(connection)
+                raise UnavailableError(
+                    f"the leader ({leader.name}) did not answer within {self.timeout_s:g}s"
+                ) from None
+            if not reply.ok:
+                raise ControlError(reply.code, reply.error or f"the leader refused the request ({reply.code})")
+            return reply
+        raise UnavailableError(NO_LEADER)  # pragma: no cover - the loop returns or raises
+
+    async def run_job(self, job_name: str) -> ControlReply:
+        """Asks the leader to run the job now; returns once the leader accepted (not when the run ends)."""
+        return await self._request(lambda req_id: RunJob(req_id=req_id, job_name=job_name))
+
+    async def kill_execution(self, job_name: str, execution_id: str) -> ControlReply:
+        return await self._request(
+            lambda req_id: KillExecution(req_id=req_id, job_name=job_name, execution_id=execution_id)
+        )
+
+    async def list_busy(self) -> list[Execution]:
+        """The executions running now, with their output so far."""
+        return (await self._request(lambda req_id: ListBusy(req_id=req_id))).executions
+
+    @contextlib.asynccontextmanager
+    async def output(self, publisher: str, execution_id: str) -> AsyncIterator[OutputSubscription]:
+        """A subscription to an execution's live output on the leader's publisher, closed on exit."""
+        subscription = OutputSubscription(self.bus, publisher, execution_id)
+        try:
+            yield subscription
+        finally:
+            subscription.close()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+        if self._bus is not None:
+            self._bus.close()
+            self._bus = None
+
+
+class OutputSubscription:
+    """A SUB on one execution's output topic. Its owner (one stream) is the only reader."""
+
+    def __init__(self, bus: Bus, publisher: str, execution_id: str) -> None:
+        self.publisher = publisher
+        self.execution_id = execution_id
+        self.socket = bus.sub(publisher, [messages.output_topic(execution_id)])
+
+    async def receive(self, timeout_s: float) -> OutputEvent | None:
+        """The next event of this execution, or None after timeout_s (0: only what has arrived) without one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            remaining_ms = max(0.0, deadline - loop.time()) * 1000
+            if not await self.socket.poll(int(remaining_ms)):
+                return None
+            frames = await self.socket.recv_multipart()
+            event = messages.decode(messages.published_decoder, frames[-1], source=self.publisher)
+            if isinstance(event, OutputPublished | ExecutionEnded) and event.execution_id == self.execution_id:
+                return event
+
+    async def drain(self) -> list[OutputEvent]:
+        """Every event that has arrived and was not read yet, without waiting."""
+        events: list[OutputEvent] = []
+        while (event := await self.receive(0)) is not None:
+            events.append(event)
+        return events
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
