@@ -108,3 +108,18 @@ async def test_without_tokens_everything_is_open(consul: ConsulClient) -> None:
     async with gateway_client(consul) as client:
         assert (await client.post("/v1/jobs", json=job_body())).status_code == 201
         assert (await client.delete("/v1/jobs/job1")).status_code == 200
+
+
+async def test_whoami_reports_the_role_and_streams_take_a_query_token(consul: ConsulClient) -> None:
+    async with gateway_client(consul, tokens=TOKENS) as http:
+        assert (await http.get("/v1/whoami")).status_code == 401
+        for token, role in TOKENS.items():
+            reply = await http.get("/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+            assert reply.json() == {"role": role, "auth": True}
+        # Only the stream route takes ?token= (EventSource cannot send headers); it then answers 404, not 401.
+        reader = next(t for t, r in TOKENS.items() if r == "read")
+        stream = await http.get(f"/v1/jobs/nope/executions/x/stream?token={reader}")
+        assert stream.status_code == 404
+        assert (await http.get(f"/v1/jobs?token={reader}")).status_code == 401
+    async with gateway_client(consul) as http:
+        assert (await http.get("/v1/whoami")).json() == {"role": "admin", "auth": False}

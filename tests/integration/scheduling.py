@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from collections import Counter
 from datetime import datetime
 
@@ -64,3 +66,11 @@ async def control(
                 return reply
     finally:
         sock.close()
+
+
+async def executor_joined(store: Store) -> bool:
+    """True once the leader accepts a manual run of a throw-away job: it knows a live executor."""
+    await put_job(store, name="probe", schedule="@manually", executor="noop")
+    with contextlib.suppress(AssertionError, TimeoutError):
+        return (await control(store, m.RunJob(req_id=uuid.uuid4().hex, job_name="probe"))).ok
+    return False

@@ -11,7 +11,7 @@ from cronbus.common.consul.agent import DevAgent
 from cronbus.common.consul.store import Store
 from cronbus.common.models import now_utc
 from tests.helpers import Cluster, async_wait_until
-from tests.integration.scheduling import client, executions, finished, put_job, slot_counts
+from tests.integration.scheduling import client, executions, executor_joined, finished, put_job, slot_counts
 
 
 async def _leader(store: Store) -> str:
@@ -23,7 +23,7 @@ async def test_a_scheduled_shell_job_runs_and_records_output(cluster: Cluster, f
     store = Store(client(fresh_consul))
     cluster.scheduler(name="s1")
     cluster.executor(name="e1")
-    await async_wait_until(lambda: _leader(store), timeout_s=15, what="a leader")
+    await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
     await put_job(store, name="hello", schedule="@every 1s", executor="shell",
                   executor_config={"command": "echo hello $CRONBUS_JOB_NAME", "shell": "true"})  # fmt: skip
 

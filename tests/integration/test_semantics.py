@@ -13,7 +13,7 @@ from cronbus.common.consul.agent import DevAgent
 from cronbus.common.consul.store import Store
 from cronbus.common.models import Execution, now_utc
 from tests.helpers import Cluster, async_wait_until
-from tests.integration.scheduling import client, control, executions, finished, put_job
+from tests.integration.scheduling import client, control, executions, executor_joined, finished, put_job
 
 
 async def _leader(store: Store) -> str:
@@ -21,19 +21,12 @@ async def _leader(store: Store) -> str:
     return found[0].name if found else ""
 
 
-async def _executor_joined(store: Store, name: str) -> bool:
-    """True once a manual run of a throw-away job is accepted: the leader knows a live executor."""
-    await put_job(store, name="probe", schedule="@manually", executor="noop")
-    reply = await control(store, m.RunJob(req_id=uuid.uuid4().hex, job_name="probe"))
-    return reply.ok
-
-
 async def _up(cluster: Cluster, store: Store, executors: int = 1) -> None:
     cluster.scheduler(name="s1")
     for i in range(executors):
         cluster.executor(name=f"e{i + 1}")
     await async_wait_until(lambda: _leader(store), timeout_s=15, what="a leader")
-    await async_wait_until(lambda: _executor_joined(store, "probe"), timeout_s=15, what="an executor")
+    await async_wait_until(lambda: executor_joined(store), timeout_s=15, what="an executor")
 
 
 def _run(name: str) -> m.RunJob:
@@ -160,7 +153,7 @@ def _until(instant: object):  # type: ignore[no-untyped-def]
 async def test_executor_lost_mid_run_fails_and_retries_elsewhere(cluster: Cluster, fresh_consul: DevAgent) -> None:
     store = Store(client(fresh_consul))
     await _up(cluster, store, executors=2)
-    await async_wait_until(lambda: _executor_joined(store, "probe"), timeout_s=15)
+    await async_wait_until(lambda: executor_joined(store), timeout_s=15)
     await put_job(store, name="long", schedule="@manually", retries=1, retry_backoff="1s", executor="shell",
                   executor_config={"command": "sleep 30"})  # fmt: skip
     assert (await control(store, _run("long"))).ok
@@ -191,7 +184,7 @@ async def test_a_paused_old_leader_never_dispatches_again(cluster: Cluster, fres
     await async_wait_until(lambda: _leader(store), timeout_s=15)
     cluster.scheduler(name="s2")
     cluster.executor(name="e1")
-    await async_wait_until(lambda: _executor_joined(store, "probe"), timeout_s=15)
+    await async_wait_until(lambda: executor_joined(store), timeout_s=15)
     names = [f"tick{i}" for i in range(10)]
     for name in names:
         await put_job(store, name=name, schedule="@every 1s", executor="noop")

@@ -17,8 +17,11 @@ _READ_METHODS: Final = frozenset({"GET", "HEAD"})
 # Route opts: {"role": "operator"} lowers a write route's need; {"public": True} opens a route to everyone.
 ROLE: Final = "role"
 PUBLIC: Final = "public"
+TOKEN_IN_QUERY: Final = "token_in_query"
 OPERATOR: Final = {ROLE: "operator"}
 READ: Final = {ROLE: "read"}
+# EventSource cannot send headers, so the live-output stream alone also takes `?token=`.
+READ_STREAM: Final = {ROLE: "read", TOKEN_IN_QUERY: True}
 OPEN: Final = {PUBLIC: True}
 
 
@@ -59,6 +62,8 @@ def token_guard(tokens: dict[str, str]) -> Guard:
         if method == "OPTIONS":  # preflights carry no credentials
             return
         token = presented_token(connection)
+        if not token and handler.opt.get(TOKEN_IN_QUERY):
+            token = str(connection.query_params.get("token", "")).strip()
         role = role_of(token, tokens) if token else None
         if role is None:
             raise NotAuthorizedException(

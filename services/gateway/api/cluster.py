@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
-from litestar import MediaType, Response, get, post
+from litestar import MediaType, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.openapi.datastructures import ResponseSpec
 
@@ -17,7 +17,7 @@ from cronbus.common.consul.catalog import list_members
 from cronbus.common.errors import ConsulError, NotFoundError
 from cronbus.common.models import Execution, LeaderInfo, Member, PauseState
 from cronbus.services.gateway.api import metrics
-from cronbus.services.gateway.api.auth import OPEN, READ
+from cronbus.services.gateway.api.auth import OPEN, READ, presented_token, role_of
 from cronbus.services.gateway.api.errors import responses
 from cronbus.services.gateway.api.jobs import TOTAL_COUNT
 from cronbus.services.gateway.api.state import Gateway, GatewayState
@@ -64,6 +64,19 @@ class AgentInfo(msgspec.Struct):
     agent: AgentName
     serf: dict[str, str]
     tags: dict[str, str]
+
+
+class WhoAmI(msgspec.Struct):
+    role: str
+    auth: bool
+
+
+@get("/v1/whoami", summary="The role of the presented token (admin when no tokens are configured)", opt=READ)
+async def whoami(gw: Gateway, request: Request[Any, Any, Any]) -> WhoAmI:
+    tokens = gw.settings.tokens
+    if not tokens:
+        return WhoAmI(role="admin", auth=False)
+    return WhoAmI(role=role_of(presented_token(request), tokens) or "", auth=True)
 
 
 @get(["/v1"], summary="This gateway and cluster statistics", responses=responses(503), opt=READ)
@@ -216,4 +229,17 @@ async def metrics_text(gw: Gateway) -> str:
     return gw.metrics.render()
 
 
-ROUTES: Final = [agent_info, members, leader, is_leader, leave, get_pause, pause, unpause, busy, health, metrics_text]
+ROUTES: Final = [
+    whoami,
+    agent_info,
+    members,
+    leader,
+    is_leader,
+    leave,
+    get_pause,
+    pause,
+    unpause,
+    busy,
+    health,
+    metrics_text,
+]

@@ -17,7 +17,7 @@ from litestar.response import Stream
 from cronbus.common.errors import ConflictError, CronbusError, NotFoundError, ValidationError
 from cronbus.common.messages import ExecutionEnded, OutputPublished
 from cronbus.common.models import FINISHED_STATUSES, ZERO_TIME, Execution, Job, JobStatus
-from cronbus.services.gateway.api.auth import OPERATOR, READ
+from cronbus.services.gateway.api.auth import OPERATOR, READ, READ_STREAM
 from cronbus.services.gateway.api.errors import responses
 from cronbus.services.gateway.api.jobs import TOTAL_COUNT
 from cronbus.services.gateway.api.state import Gateway, GatewayState
@@ -237,7 +237,7 @@ async def _final_record(gw: GatewayState, record: Execution) -> Execution | None
         ),
         **responses(404, 503),
     },
-    opt=READ,
+    opt=READ_STREAM,
 )
 async def stream_execution(job: FromPath[str], execution: FromPath[str], gw: Gateway) -> Stream:
     record = await gw.store.get_execution(job, execution)

@@ -179,7 +179,8 @@ export function relTime(value, now = Date.now()) {
     ['second', 1],
   ];
   for (const [unit, size] of units) {
-    if (abs >= size || unit === 'second') return rtf.format(Math.round(diffS / size), unit);
+    // 0.95: 59 min 40 s reads "1 hour", not "60 minutes".
+    if (abs >= size * 0.95 || unit === 'second') return rtf.format(Math.round(diffS / size) || Math.sign(diffS), unit);
   }
   return '';
 }
