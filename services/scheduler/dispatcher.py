@@ -115,6 +115,7 @@ class Dispatcher:
         history_limit: int,
         on_ephemeral_success: Callable[[str], None],
         metrics: SchedulerMetrics,
+        is_leader: Callable[[], bool],
     ) -> None:
         self.term = term
         self.ledger = ledger
@@ -127,6 +128,7 @@ class Dispatcher:
         self.history_limit = history_limit
         self._on_ephemeral_success = on_ephemeral_success
         self.metrics = metrics
+        self._is_leader = is_leader
         self.active: dict[str, Active] = {}
         self._written: dict[str, int] = {}  # records written per job since the last history trim
         self.started_at = time.monotonic()
@@ -227,7 +229,7 @@ class Dispatcher:
 
     async def _dispatch(self, active: Active) -> None:
         record = active.record
-        if record.due_at > now_utc():
+        if record.due_at > now_utc() or not self._is_leader():
             return
         needs_target = not record.node_name or not self.registry.is_live(record.node_name)
         if needs_target and not await self._retarget(active):
@@ -258,7 +260,7 @@ class Dispatcher:
             ),
         )
         self.metrics.dispatched.inc()
-        log.debug("dispatched exec=%s node=%s send=%d", record.id, record.node_name, active.sends)
+        log.debug("dispatched exec=%s node=%s send=%d", record.id, active.record.node_name, active.sends)
 
     async def _retarget(self, active: Active) -> bool:
         """Chooses an executor for a waiting or orphaned pending execution, and records the choice before

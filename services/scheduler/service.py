@@ -33,7 +33,7 @@ from cronbus.services.scheduler.registry import ExecutorRegistry
 
 log = logging.getLogger(__name__)
 
-LEAD = timedelta(milliseconds=200)  # launches are recorded this long before their slot, dispatched at it
+LEAD = timedelta(seconds=1)  # launches are recorded up to this long before their slot, dispatched at it
 TICK_S = 0.1
 
 
@@ -70,6 +70,7 @@ class SchedulerService:
         self.metrics.registry.gauge("cronbus_planned_jobs", "Jobs with a planned next fire.", lambda: len(self.planner))
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._launching: set[asyncio.Task[None]] = set()
         self.view.on_jobs_changed(self._jobs_changed)
 
     # ---- process ---------------------------------------------------------------------------------------
@@ -160,6 +161,7 @@ class SchedulerService:
             history_limit=self.settings.history_limit,
             on_ephemeral_success=self._delete_ephemeral,
             metrics=self.metrics,
+            is_leader=self.lock.is_leader,
         )
         self.registry.executors.clear()
         async with asyncio.TaskGroup() as tg:
@@ -171,7 +173,7 @@ class SchedulerService:
             log.info("leading term=%d jobs=%d unfinished=%d", term, len(self.view.jobs), len(dispatcher.active))
             await self._catch_up(dispatcher, ledger)
             tasks = [
-                tg.create_task(self._plan(dispatcher, ledger, lost)),
+                tg.create_task(self._plan(dispatcher, lost, tg)),
                 tg.create_task(self._tick(dispatcher, lost)),
             ]
             done = asyncio.create_task(_first(stop, lost))
@@ -180,7 +182,7 @@ class SchedulerService:
             self.dispatcher = None
             self.metrics.leader.set(0)
             self.metrics.term.set(0)
-            for task in [*tasks, ledger_task]:
+            for task in [*tasks, *self._launching, ledger_task]:
                 task.cancel()
 
     async def _recover(self, dispatcher: Dispatcher, statuses: dict[str, tuple[JobStatus, int]]) -> None:
@@ -241,7 +243,9 @@ class SchedulerService:
                 self._plan_job(job, ledger)
         self._wake.set()
 
-    async def _plan(self, dispatcher: Dispatcher, ledger: Ledger, lost: asyncio.Event) -> None:
+    async def _plan(self, dispatcher: Dispatcher, lost: asyncio.Event, tg: asyncio.TaskGroup) -> None:
+        """Pops due slots LEAD ahead and launches each in its own task: a launch records, then waits for its
+        slot to dispatch, and the next slots are recorded meanwhile."""
         while not lost.is_set():
             self._wake.clear()
             now = now_utc()
@@ -253,12 +257,18 @@ class SchedulerService:
                 continue
             due = self.planner.pop_due(now + LEAD)
             self.metrics.fires.inc(len(due))
-            launches = []
             for name, slot in due:
                 job = self._job(name)
                 if job is not None:
-                    launches.append(self._launch(dispatcher, job, slot))
-            await asyncio.gather(*launches)
+                    task = tg.create_task(self._launch_logged(dispatcher, job, slot))
+                    self._launching.add(task)
+                    task.add_done_callback(self._launching.discard)
+
+    async def _launch_logged(self, dispatcher: Dispatcher, job: Job, slot: datetime) -> None:
+        try:
+            await self._launch(dispatcher, job, slot)
+        except Exception:  # task boundary: one failed launch must not end the term
+            log.exception("launch failed job=%s slot=%s", job.name, slot.isoformat())
 
     async def _launch(self, dispatcher: Dispatcher, job: Job, slot: datetime, *, manual: bool = False) -> str:
         if not self.lock.is_leader():
