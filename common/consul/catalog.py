@@ -89,7 +89,7 @@ def _member(entry: dict[str, Any], role: str) -> Member:
     tags = dict(service.get("Meta") or {})
     tags["role"] = role
     return Member(
-        Name=service["ID"],
+        Name=tags.get("node") or service["ID"],
         Addr=service.get("Address") or entry["Node"].get("Address", ""),
         Port=int(service.get("Port") or 0),
         Tags=tags,

@@ -48,7 +48,7 @@ class GatewayService:
             service_id=f"gateway-{self.settings.node_name}",
             address=self.settings.host,
             port=self.settings.port,
-            tags={},
+            tags={"node": self.settings.node_name},
         )
         try:
             async with asyncio.TaskGroup() as tg:

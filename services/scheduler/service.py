@@ -54,7 +54,7 @@ class SchedulerService:
             service_id=f"scheduler-{settings.node_name}",
             address=advertise,
             port=router_port,
-            tags={"pub_port": str(pub_port)},
+            tags={"node": settings.node_name, "pub_port": str(pub_port)},
             ttl_s=settings.lock_ttl_s,
         )
         self.lock = LeaderLock(
