@@ -4,21 +4,45 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
+from typing import Final
+
+# The `key=value` context the house style puts in messages (`job=... exec=...`) that JSON lines carry as
+# fields, so a log store can filter on them. Only these keys: a job's output in a message must not add fields.
+CONTEXT_FIELDS: Final = ("job", "exec", "node", "term", "status")
+_CONTEXT = re.compile(r"(?<![\w.-])(" + "|".join(CONTEXT_FIELDS) + r")=([^\s,;:()\[\]]+)")
+
+
+def context_fields(message: str) -> dict[str, str | int]:
+    """The first value of each context key in the message's first line (`term` as a number)."""
+    found: dict[str, str | int] = {}
+    for key, value in _CONTEXT.findall(message.partition("\n")[0]):
+        if key not in found:
+            found[key] = int(value) if key == "term" and value.isdigit() else value
+    return found
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, the context fields found in msg, and exc."""
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        message = record.getMessage()
+        entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": message,
         }
+        for key, value in context_fields(message).items():
+            entry.setdefault(key, value)
+        for key in CONTEXT_FIELDS:  # logging's `extra=` wins over what the text says
+            if key in record.__dict__:
+                entry[key] = record.__dict__[key]
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def setup_logging(level: str = "info", fmt: str = "text", process: str = "") -> None:

@@ -26,6 +26,12 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _number(value: float) -> str:
+    """A sample value, exactly: "%g" keeps six digits, so a counter past a million or a long sum would drift."""
+    value = float(value)  # a read callback may hand back an int
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 class _Metric:
     kind = ""
 
@@ -41,10 +47,14 @@ class _Metric:
 
 
 class Counter(_Metric):
+    """A counter; one declared with `labels` has no sample until its first inc (an unlabelled 0 would be
+    a series of its own)."""
+
     kind = "counter"
 
-    def __init__(self, name: str, help_text: str) -> None:
+    def __init__(self, name: str, help_text: str, *, labels: Iterable[str] = ()) -> None:
         super().__init__(name, help_text)
+        self.labels = tuple(labels)
         self.values: dict[LabelKey, float] = {}
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
@@ -52,7 +62,8 @@ class Counter(_Metric):
         self.values[key] = self.values.get(key, 0.0) + amount
 
     def lines(self) -> list[str]:
-        return [f"{self.name}{_labels(k)} {v:g}" for k, v in sorted(self.values.items())] or [f"{self.name} 0"]
+        samples = [f"{self.name}{_labels(k)} {_number(v)}" for k, v in sorted(self.values.items())]
+        return samples or ([] if self.labels else [f"{self.name} 0"])
 
 
 class Gauge(_Metric):
@@ -68,16 +79,27 @@ class Gauge(_Metric):
 
     def lines(self) -> list[str]:
         if self._read is not None:
-            return [f"{self.name} {self._read():g}"]
-        return [f"{self.name}{_labels(k)} {v:g}" for k, v in sorted(self.values.items())] or [f"{self.name} 0"]
+            return [f"{self.name} {_number(self._read())}"]
+        return [f"{self.name}{_labels(k)} {_number(v)}" for k, v in sorted(self.values.items())] or [f"{self.name} 0"]
 
 
 class Histogram(_Metric):
+    """A histogram. `bound_text` spells a bucket bound in `le` ("1" by default, "1.0" with str): the spelling
+    is part of a series' identity, so a histogram keeps the one it was first published with."""
+
     kind = "histogram"
 
-    def __init__(self, name: str, help_text: str, buckets: Iterable[float] = DEFAULT_BUCKETS) -> None:
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        buckets: Iterable[float] = DEFAULT_BUCKETS,
+        *,
+        bound_text: Callable[[float], str] = _number,
+    ) -> None:
         super().__init__(name, help_text)
         self.buckets = tuple(sorted(buckets))
+        self._bound_text = bound_text
         self.series: dict[LabelKey, tuple[list[int], list[float]]] = {}
 
     def observe(self, value: float, **labels: str) -> None:
@@ -92,12 +114,12 @@ class Histogram(_Metric):
             running = 0
             for bound, count in zip(self.buckets, counts, strict=False):
                 running += count
-                le = f'le="{bound:g}"'
+                le = f'le="{self._bound_text(bound)}"'
                 out.append(f"{self.name}_bucket{_labels(key, le)} {running}")
             running += counts[-1]
             inf = 'le="+Inf"'
             out.append(f"{self.name}_bucket{_labels(key, inf)} {running}")
-            out.append(f"{self.name}_sum{_labels(key)} {sums[0]:g}")
+            out.append(f"{self.name}_sum{_labels(key)} {_number(sums[0])}")
             out.append(f"{self.name}_count{_labels(key)} {running}")
         return out
 
@@ -106,16 +128,17 @@ class Registry:
     def __init__(self) -> None:
         self.metrics: list[_Metric] = []
 
-    def counter(self, name: str, help_text: str) -> Counter:
-        return self._add(Counter(name, help_text))
+    def counter(self, name: str, help_text: str, *, labels: Iterable[str] = ()) -> Counter:
+        return self.add(Counter(name, help_text, labels=labels))
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float] | None = None) -> Gauge:
-        return self._add(Gauge(name, help_text, read))
+        return self.add(Gauge(name, help_text, read))
 
     def histogram(self, name: str, help_text: str, buckets: Iterable[float] = DEFAULT_BUCKETS) -> Histogram:
-        return self._add(Histogram(name, help_text, buckets))
+        return self.add(Histogram(name, help_text, buckets))
 
-    def _add(self, metric: M) -> M:
+    def add(self, metric: M) -> M:
+        """Registers a metric; for one built with options the shortcuts above do not take."""
         self.metrics.append(metric)
         return metric
 

@@ -53,6 +53,56 @@ class BusSettings(msgspec.Struct, frozen=True, kw_only=True):
     curve_key_file: str = ""  # the cluster's CURVE key pair; empty: the bus is not encrypted
 
 
+NOTIFY_WHEN = ("success", "failure", "always", "never")
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port]/… of a URL: the path and query of a webhook URL often hold its secret."""
+    scheme, sep, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]  # user:password@ goes too
+    return f"{scheme}{sep}{host}/…" if sep else "…"
+
+
+class NotifySettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the scheduler sends execution notifications (email, webhooks). Empty hosts/URLs send nothing.
+
+    Holds secrets (SMTP password, webhook URLs, header values): its repr redacts them, so logging it is safe.
+    """
+
+    smtp_host: str = ""  # empty: no email
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False  # upgrade a plain connection with STARTTLS (port 587)
+    smtp_ssl: bool = False  # TLS from the first byte (port 465)
+    mail_from: str = "cronbus@localhost"
+    mail_to: tuple[str, ...] = ()  # always mailed, besides each job's owner_email
+    mail_subject_prefix: str = "[cronbus] "
+    mail_payload: str = ""  # body template; empty: a plain-text report
+    webhook_urls: tuple[str, ...] = ()
+    webhook_headers: dict[str, str] = {}
+    webhook_payload: str = ""  # template; empty: the default JSON document
+    notify_on: str = "always"  # success | failure | always | never; a job's metadata["notify_on"] overrides it
+    pre_webhook_url: str = ""  # called once when an execution starts
+    pre_webhook_headers: dict[str, str] = {}
+    pre_webhook_payload: str = ""
+    queue_size: int = 1000  # notifications waiting for delivery; beyond it new ones are dropped (and counted)
+    max_attempts: int = 5
+    retry_backoff_s: float = 2.0  # first retry delay, doubled per attempt, capped at a minute
+    timeout_s: float = 10.0  # per SMTP session or HTTP request
+
+    def __repr__(self) -> str:
+        return (
+            f"NotifySettings(smtp={self.smtp_host}:{self.smtp_port} user={self.smtp_user!r} "
+            f"password={'***' if self.smtp_password else ''!r} mail_to={list(self.mail_to)} "
+            f"webhooks={[redact_url(u) for u in self.webhook_urls]} "
+            f"pre_webhook={redact_url(self.pre_webhook_url) if self.pre_webhook_url else ''!r} "
+            f"notify_on={self.notify_on})"
+        )
+
+    __str__ = __repr__
+
+
 class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):
     node_name: str
     consul: ConsulSettings = ConsulSettings()
@@ -64,6 +114,7 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):
     lock_ttl_s: float = 2.0  # health-check TTL the leader session hangs on: failover time after SIGKILL
     history_limit: int = 100
     metrics_port: int = 0  # 0: no metrics endpoint
+    notify: NotifySettings = NotifySettings()
 
 
 class ExecutorSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +128,9 @@ class ExecutorSettings(msgspec.Struct, frozen=True, kw_only=True):
     kill_grace_s: float = 10.0
     datacenter: str = "dc1"
     metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    processor_dir: str = "/var/log/cronbus"  # where the `files` output processor writes
+    syslog_address: str = "/dev/log"  # the `syslog` processor's target: a socket path or host:port (UDP)
 
 
 class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,9 +7,10 @@ import sys
 import click
 
 from cronbus.common.cliopts import bus_settings, consul_settings, service_options, start_logging
-from cronbus.common.errors import SettingsError
+from cronbus.common.errors import SettingsError, ValidationError
 from cronbus.common.lifecycle import run_service
 from cronbus.common.settings import ExecutorSettings, parse_tags
+from cronbus.services.executor.processors import syslog_target
 from cronbus.services.executor.service import ExecutorService
 
 
@@ -77,6 +78,12 @@ from cronbus.services.executor.service import ExecutorService
 )
 @click.option("--metrics-port", default=0, type=click.IntRange(0, 65535), envvar="CRONBUS_METRICS_PORT",
               help="Serve Prometheus metrics on this port (0: off).")  # fmt: skip
+@click.option("--metrics-bind", default="127.0.0.1", show_default=True, envvar="CRONBUS_METRICS_BIND",
+              help="Address the metrics endpoint listens on.")  # fmt: skip
+@click.option("--processor-dir", default="/var/log/cronbus", show_default=True, envvar="CRONBUS_PROCESSOR_DIR",
+              help="Where the files output processor writes <job>/<execution id>.log (job log_dir wins).")  # fmt: skip
+@click.option("--syslog-address", default="/dev/log", show_default=True, envvar="CRONBUS_SYSLOG_ADDRESS",
+              help="The syslog output processor's target: a socket path or host:port (UDP).")  # fmt: skip
 def executor_command(
     consul_addr: str,
     consul_token: str,
@@ -93,6 +100,9 @@ def executor_command(
     heartbeat_interval: float,
     heartbeat_liveness: int,
     metrics_port: int,
+    metrics_bind: str,
+    processor_dir: str,
+    syslog_address: str,
 ) -> None:
     """Run an executor: runs the jobs dispatched to this host's tags."""
     start_logging(log_level, log_format, f"executor[{node_name}]")
@@ -100,6 +110,10 @@ def executor_command(
         parsed = parse_tags(tags)
     except SettingsError as exc:
         raise click.BadParameter(str(exc), param_hint="--tag") from exc
+    try:
+        syslog_target(syslog_address)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--syslog-address") from exc
     settings = ExecutorSettings(
         node_name=node_name,
         tags=parsed,
@@ -111,5 +125,8 @@ def executor_command(
         kill_grace_s=kill_grace,
         datacenter=datacenter,
         metrics_port=metrics_port,
+        metrics_host=metrics_bind,
+        processor_dir=processor_dir,
+        syslog_address=syslog_address,
     )
     sys.exit(run_service("executor", ExecutorService(settings).run))

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +36,16 @@ from cronbus.common.messages import (
     StatusReport,
     Welcome,
 )
+from cronbus.common.metrics import serve_metrics
 from cronbus.common.models import now_utc
 from cronbus.common.settings import ExecutorSettings
 from cronbus.services.executor.connection import LeaderConnection, Reliable
 from cronbus.services.executor.dedupe import SeenIds
-from cronbus.services.executor.executors.base import RunRequest, RunResult, fail, get_executor
+from cronbus.services.executor.executors.base import EXECUTORS, RunRequest, RunResult, fail, get_executor
 from cronbus.services.executor.journal import Journal
+from cronbus.services.executor.metrics import ExecutorMetrics
 from cronbus.services.executor.output import OutputBuffer
+from cronbus.services.executor.processors import ProcessorContext, forwards_output, process_output
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ class _Run:
     request: RunRequest
     kill: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    processors: dict[str, dict[str, str]] = field(default_factory=dict)  # the job's output processors
 
 
 class ExecutorService:
@@ -111,6 +116,11 @@ class ExecutorService:
         self.accepting = True
         self._acked = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
+        self.metrics = ExecutorMetrics(
+            running=lambda: float(len(self.runs)),
+            capacity=settings.capacity,
+            undelivered=lambda: float(self._undelivered()),
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         halt = asyncio.Event()  # set once running executions are drained and results delivered
@@ -121,6 +131,12 @@ class ExecutorService:
                 self._tasks = tg
                 tg.create_task(self.registration.keep_alive(halt))
                 tg.create_task(self.connection.run(halt))
+                if self.settings.metrics_port:  # served until halt, so a drain can be watched
+                    tg.create_task(
+                        serve_metrics(
+                            self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port, halt
+                        )
+                    )
                 await stop.wait()
                 await self._drain()
                 halt.set()
@@ -271,13 +287,14 @@ class ExecutorService:
             config=dispatch.config,
             timeout_s=dispatch.timeout_s,
         )
-        run = _Run(request)
+        run = _Run(request, processors=dispatch.processors)
         self.runs[execution_id] = run
         assert self._tasks is not None
         run.task = self._tasks.create_task(self._execute(run))
 
     def _refuse(self, dispatch: Dispatch, reason: str) -> None:
         log.info("refused job=%s exec=%s: %s", dispatch.job_name, dispatch.execution_id, reason)
+        self.metrics.refused.inc(reason="stale_term" if reason.startswith("stale term") else reason.replace(" ", "_"))
         self.connection.send(DispatchRefused(execution_id=dispatch.execution_id, node=self.node, reason=reason))
 
     async def _resend_result(self, execution_id: str) -> None:
@@ -298,8 +315,12 @@ class ExecutorService:
         try:
             await self.seen.accept(request.execution_id, request.job_name)  # durable before the leader hears of it
             self.connection.send(DispatchAccepted(execution_id=request.execution_id, node=self.node))
-            output = OutputBuffer(on_chunk=lambda chunk: self._stream(request, chunk))
+            # Output a processor keeps to itself (forward false) is not streamed live either.
+            stream = forwards_output(run.processors)
+            output = OutputBuffer(on_chunk=(lambda chunk: self._stream(request, chunk)) if stream else None)
             started_at = now_utc()
+            began = time.monotonic()
+            self.metrics.started.inc(executor=request.executor if request.executor in EXECUTORS else "unknown")
             self.connection.send_reliable(
                 ExecutionStarted(
                     seq=self.connection.outbox.next_seq(),
@@ -314,6 +335,12 @@ class ExecutorService:
                 result = await self._run(request, output, run.kill)
             finally:
                 output.close()
+            self.metrics.finished.inc(status=result.status)
+            self.metrics.duration.observe(time.monotonic() - began, status=result.status)
+            text, truncated = output.text(), output.truncated
+            if run.processors:
+                text = await self._process(run, result, text)
+                truncated = truncated and stream
             await self._finish(
                 ExecutionFinished(
                     seq=self.connection.outbox.next_seq(),
@@ -323,8 +350,8 @@ class ExecutorService:
                     status=result.status,
                     exit_code=result.exit_code,
                     reason=result.reason,
-                    output=output.text(),
-                    output_truncated=output.truncated,
+                    output=text,
+                    output_truncated=truncated,
                     started_at=started_at,
                     finished_at=now_utc(),
                 )
@@ -342,6 +369,28 @@ class ExecutorService:
         except Exception as exc:  # task boundary of one run: a runner bug fails this run, not the executor
             log.exception("runner crashed job=%s exec=%s", request.job_name, request.execution_id)
             return fail(output, f"executor {request.executor!r} crashed: {exc!r}")
+
+    async def _process(self, run: _Run, result: RunResult, output: str) -> str:
+        """Runs the job's output processors (files and sockets: in a thread); returns what the record keeps."""
+        request = run.request
+        ctx = ProcessorContext(
+            job_name=request.job_name,
+            execution_id=request.execution_id,
+            node=self.node,
+            status=result.status,
+            processor_dir=self.settings.processor_dir,
+            syslog_address=self.settings.syslog_address,
+        )
+        try:
+            processed = await asyncio.to_thread(process_output, run.processors, output, ctx)
+        except Exception as exc:  # task boundary of the processors: their bug must not lose the run's result
+            log.exception("output processors crashed job=%s exec=%s", request.job_name, request.execution_id)
+            self.metrics.processor_errors.inc(processor="all")
+            kept = output.rstrip("\n") + "\n" if forwards_output(run.processors) and output else ""
+            return f"{kept}[cronbus] output processors failed: {exc!r}\n"
+        for name in processed.failed:
+            self.metrics.processor_errors.inc(processor=name)
+        return processed.output
 
     def _stream(self, request: RunRequest, chunk: bytes) -> None:
         self.connection.send_reliable(

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from cronbus.common.cliopts import bus_settings, consul_settings, service_options, start_logging
 from cronbus.common.lifecycle import run_service
 from cronbus.common.settings import SchedulerSettings
+from cronbus.services.scheduler.notify_cli import notify_options, notify_settings
 from cronbus.services.scheduler.service import SchedulerService
 
 
 @click.command("scheduler")
 @service_options
+@notify_options
 @click.option(
     "--bind",
     "bind_host",
@@ -94,6 +97,7 @@ def scheduler_command(
     heartbeat_liveness: int,
     history_limit: int,
     metrics_port: int,
+    **notify: Any,
 ) -> None:
     """Run a scheduler: leader (through a Consul lock) or hot standby."""
     start_logging(log_level, log_format, f"scheduler[{node_name}]")
@@ -108,5 +112,6 @@ def scheduler_command(
         lock_ttl_s=lock_ttl_s,
         history_limit=history_limit,
         metrics_port=metrics_port,
+        notify=notify_settings(**notify),
     )
     sys.exit(run_service("scheduler", SchedulerService(settings).run))

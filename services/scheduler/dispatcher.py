@@ -28,6 +28,7 @@ from cronbus.common.models import (
 from cronbus.common.schedule import parse_duration
 from cronbus.services.scheduler.ledger import Ledger, Unit
 from cronbus.services.scheduler.metrics import SchedulerMetrics
+from cronbus.services.scheduler.notify import Notifier
 from cronbus.services.scheduler.registry import ExecutorRegistry, NoTargetError
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class Dispatcher:
         on_ephemeral_success: Callable[[str], None],
         metrics: SchedulerMetrics,
         is_leader: Callable[[], bool],
+        notifier: Notifier,
     ) -> None:
         self.term = term
         self.ledger = ledger
@@ -129,6 +131,7 @@ class Dispatcher:
         self._on_ephemeral_success = on_ephemeral_success
         self.metrics = metrics
         self._is_leader = is_leader
+        self.notifier = notifier
         self.active: dict[str, Active] = {}
         self._written: dict[str, int] = {}  # records written per job since the last history trim
         self.started_at = time.monotonic()
@@ -300,6 +303,7 @@ class Dispatcher:
             active.record, status="running", started_at=msg.started_at, node_name=msg.node
         )
         await self.ledger.submit(Unit(update=[active.record]))
+        self.notifier.starting(active.job, active.record)
 
     async def on_output(self, msg: m.OutputProduced) -> None:
         active = self.active.get(msg.execution_id)
@@ -355,13 +359,15 @@ class Dispatcher:
             update=[record],
             create=[retry] if retry else [],
             status={job.name: [_finished(record, retry.id if retry else None)]},
-            delete=self._trim(job.name),
         )
         outcome = await self.ledger.submit(unit)
         if outcome != "committed":
             log.warning("result not recorded exec=%s: %s", record.id, outcome)
             return
+        # History is trimmed off this path, every tenth of history_limit records (see jobs_to_trim).
+        self._written[job.name] = self._written.get(job.name, 0) + 1
         self.metrics.finished.inc(status=record.status)
+        self.notifier.finished(job, record)
         await self._publish(m.output_topic(record.id), m.ExecutionEnded(execution_id=record.id, status=record.status))
         log.info(
             "execution finished job=%s exec=%s status=%s node=%s", job.name, record.id, record.status, record.node_name
@@ -382,11 +388,6 @@ class Dispatcher:
             if wanted == "always" or (wanted == "success") == record.success:
                 # The child's slot is the parent's, so a replayed parent result cannot launch it twice.
                 await self.launch(child, record.scheduled_at, manual=True)
-
-    def _trim(self, job_name: str) -> list[TxnOp]:
-        """History is trimmed in the background (see trim_history); nothing inline."""
-        self._written[job_name] = self._written.get(job_name, 0) + 1
-        return []
 
     def jobs_to_trim(self) -> list[str]:
         due = [name for name, count in self._written.items() if count >= max(1, self.history_limit // 10)]

@@ -28,6 +28,7 @@ from cronbus.common.settings import SchedulerSettings
 from cronbus.services.scheduler.dispatcher import Dispatcher
 from cronbus.services.scheduler.ledger import Ledger
 from cronbus.services.scheduler.metrics import SchedulerMetrics
+from cronbus.services.scheduler.notify import Notifier
 from cronbus.services.scheduler.planner import Planner
 from cronbus.services.scheduler.registry import ExecutorRegistry
 
@@ -67,6 +68,7 @@ class SchedulerService:
         self.planner = Planner()
         self.dispatcher: Dispatcher | None = None  # set while leading, once recovery is done
         self.metrics = SchedulerMetrics()
+        self.notifier = Notifier(settings.notify, registry=self.metrics.registry, node_name=settings.node_name)
         self.metrics.registry.gauge("cronbus_planned_jobs", "Jobs with a planned next fire.", lambda: len(self.planner))
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,6 +86,7 @@ class SchedulerService:
                     tg.create_task(self._read_router()),
                     tg.create_task(self._read_xpub()),
                     tg.create_task(self._campaign(stop)),
+                    tg.create_task(self.notifier.run(stop)),
                 ]
                 if self.settings.metrics_port:
                     tasks.append(
@@ -162,6 +165,7 @@ class SchedulerService:
             on_ephemeral_success=self._delete_ephemeral,
             metrics=self.metrics,
             is_leader=self.lock.is_leader,
+            notifier=self.notifier,
         )
         self.registry.executors.clear()
         async with asyncio.TaskGroup() as tg:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cronbus.common.errors import ValidationError
+from cronbus.common.executor_config import parse_shell_config as parse_config
 from cronbus.services.executor.executors.base import (
     EXECUTORS,
     RunRequest,
@@ -23,7 +24,7 @@ from cronbus.services.executor.executors.base import (
     validate_executor_config,
 )
 from cronbus.services.executor.executors.noop import NoopExecutor
-from cronbus.services.executor.executors.shell import ShellExecutor, parse_config
+from cronbus.services.executor.executors.shell import ShellExecutor
 from cronbus.services.executor.output import OutputBuffer
 from tests.helpers import async_wait_until
 

@@ -218,3 +218,26 @@ async def test_a_paused_old_leader_never_dispatches_again(cluster: Cluster, fres
 
 async def _count_at_least(store: Store, name: str, count: int) -> bool:
     return len(finished(await executions(store, name))) >= count
+
+
+async def test_history_keeps_the_newest_records_per_job(cluster: Cluster, fresh_consul: DevAgent) -> None:
+    store = Store(client(fresh_consul))
+    cluster.scheduler("--history-limit", "3", name="s1")
+    cluster.executor(name="e1")
+    await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
+    await put_job(store, name="chatty", schedule="@every 1s", executor="noop")
+    await put_job(store, name="chatty-db", schedule="@every 1s", executor="noop")
+
+    async def many_runs() -> bool:
+        return (await store.get_status("chatty"))[0].success_count >= 8
+
+    await async_wait_until(many_runs, timeout_s=20, what="eight runs")
+
+    async def trimmed() -> list[Execution]:
+        records = await executions(store, "chatty")
+        return records if len(records) <= 4 else []  # the limit, plus one that may be in flight
+
+    records = await async_wait_until(trimmed, timeout_s=10, what="history trimmed to the limit")
+    assert records[-1].scheduled_at > now_utc() - timedelta(seconds=4), "the newest records are the ones kept"
+    assert len(await executions(store, "chatty-db")) >= 1  # a job whose name extends another's keeps its own
+    await store.consul.close()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import math
-import re
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
@@ -17,6 +15,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from cronbus.services.executor.output import OutputBuffer
+
 
 RunStatus = Literal["success", "failed", "timeout", "killed"]
 
@@ -55,10 +54,10 @@ class Executor(ABC):
     @staticmethod
     @abstractmethod
     def validate_config(config: dict[str, str]) -> None:
-        """Raises ValidationError naming the first invalid key of `executor_config`.
+        """Raises ValidationError naming the first invalid key of `executor_config`, as `run` would read it.
 
-        Checks only what can be checked anywhere (the gateway calls it when a job is written): syntax, not
-        whether a user, file or host exists on an executor.
+        Checks only syntax, not whether a user, file or host exists on an executor. The parsing itself is in
+        common.executor_config, which the gateway checks jobs with; `run` may be stricter (noop's `fail`).
         """
 
     @abstractmethod
@@ -90,7 +89,7 @@ def get_executor(name: str, *, kill_grace_s: float = 10.0) -> Executor:
 
 
 def validate_executor_config(executor: str, config: dict[str, str]) -> None:
-    """Raises ValidationError if `executor` is unknown or `config` is invalid for it."""
+    """Raises ValidationError if `executor` is unknown or `config` is invalid for it as this executor runs it."""
     _executor_class(executor).validate_config(config)
 
 
@@ -112,51 +111,6 @@ def notice(output: OutputBuffer, message: str) -> None:
     """Writes a line from cronbus itself (not the job) to the output, on a line of its own."""
     prefix = "" if output.at_line_start else "\n"
     output.write(f"{prefix}[cronbus] {message}\n".encode())
-
-
-def parse_bool(key: str, value: str) -> bool:
-    """Parses a boolean the way Go's strconv.ParseBool does (Dkron configs use it); empty is False."""
-    if value in ("1", "t", "T", "true", "TRUE", "True"):
-        return True
-    if value in ("", "0", "f", "F", "false", "FALSE", "False"):
-        return False
-    raise ValidationError(f"{key}: {value!r} is not a boolean (use true or false)")
-
-
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_GO_DURATION_UNITS_S = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
-def parse_duration_s(key: str, value: str) -> float:
-    """Parses a positive Go duration ("1m30s", "500ms") or plain seconds ("30", "2.5") into seconds."""
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = _parse_go_duration(text)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValidationError(f"{key}: {value!r} is not a positive duration (e.g. 30s, 1m30s or 30)")
-    return seconds
-
-
-def _parse_go_duration(text: str) -> float:
-    pos, seconds = 0, 0.0
-    while pos < len(text):
-        match = _GO_DURATION_PART.match(text, pos)
-        if match is None:
-            return math.nan
-        seconds += float(match[1]) * _GO_DURATION_UNITS_S[match[2]]
-        pos = match.end()
-    return seconds if text else math.nan
 
 
 def format_seconds(seconds: float) -> str:

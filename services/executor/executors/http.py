@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import ssl
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
 
 from cronbus.common.errors import ValidationError
+from cronbus.common.executor_config import HttpConfig, parse_http_config
 from cronbus.services.executor.executors.base import (
     Executor,
     RunRequest,
@@ -21,8 +19,6 @@ from cronbus.services.executor.executors.base import (
     fail,
     format_seconds,
     notice,
-    parse_bool,
-    parse_duration_s,
     register,
 )
 
@@ -31,106 +27,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 30.0
 MATCH_LIMIT_BYTES = 1024 * 1024  # expectBody is searched in the first MiB of the body, keeping memory bounded
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a method or a header name
-
-
-@dataclass(frozen=True)
-class HttpConfig:
-    """An http `executor_config`, parsed and checked."""
-
-    method: str
-    url: str
-    headers: list[tuple[str, str]]
-    body: str
-    timeout_s: float
-    expect_codes: frozenset[int]  # empty: any 2xx
-    expect_body: re.Pattern[str] | None
-    no_verify_peer: bool
-    certificate_file: str | None
-    certificate_key_file: str | None
-    root_cas_file: str | None
-
-
-def parse_config(config: dict[str, str]) -> HttpConfig:
-    """Parses an http `executor_config`; raises ValidationError naming the bad key."""
-    method = config.get("method", "").strip().upper()
-    if not method:
-        raise ValidationError("method: required")
-    if not _TOKEN.fullmatch(method):
-        raise ValidationError(f"method: {method!r} is not an HTTP method")
-    url = config.get("url", "").strip()
-    if not url:
-        raise ValidationError("url: required")
-    try:
-        parsed = httpx.URL(url)
-        # httpx quotes what it could reject: spaces in the host, an out-of-range port.
-        if any(char.isspace() for char in url):
-            raise httpx.InvalidURL("white space")
-        if parsed.port is not None and not 0 < parsed.port < 65536:
-            raise httpx.InvalidURL(f"invalid port {parsed.port}")
-    except httpx.InvalidURL as exc:
-        raise ValidationError(f"url: {url!r} is not a valid URL: {exc}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValidationError(f"url: {url!r} is not an http:// or https:// URL with a host")
-    timeout = config.get("timeout", "").strip()
-    expect_body = config.get("expectBody", "")
-    try:
-        pattern = re.compile(expect_body) if expect_body else None
-    except re.error as exc:
-        raise ValidationError(f"expectBody: invalid regular expression {expect_body!r}: {exc}") from None
-    certificate_file = config.get("tlsCertificateFile") or None
-    certificate_key_file = config.get("tlsCertificateKeyFile") or None
-    if (certificate_file is None) != (certificate_key_file is None):
-        raise ValidationError("tlsCertificateFile and tlsCertificateKeyFile must be set together")
-    return HttpConfig(
-        method=method,
-        url=url,
-        headers=_parse_headers(config.get("headers", "")),
-        body=config.get("body", ""),
-        timeout_s=parse_duration_s("timeout", timeout) if timeout else DEFAULT_TIMEOUT_S,
-        expect_codes=_parse_expect_codes(config.get("expectCode", "")),
-        expect_body=pattern,
-        no_verify_peer=parse_bool("tlsNoVerifyPeer", config.get("tlsNoVerifyPeer", "")),
-        certificate_file=certificate_file,
-        certificate_key_file=certificate_key_file,
-        root_cas_file=config.get("tlsRootCAsFile") or None,
-    )
-
-
-def _parse_headers(value: str) -> list[tuple[str, str]]:
-    if not value.strip():
-        return []
-    try:
-        items = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f'headers: not JSON ({exc}); expected ["Name: value", ...]') from None
-    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise ValidationError('headers: expected a JSON array of strings ["Name: value", ...]')
-    headers = []
-    for item in items:
-        name, sep, header_value = item.partition(":")
-        name, header_value = name.strip(), header_value.strip()
-        if not sep or not _TOKEN.fullmatch(name) or "\r" in header_value or "\n" in header_value:
-            raise ValidationError(f'headers: {item!r} is not "Name: value"')
-        headers.append((name, header_value))
-    return headers
-
-
-def _parse_expect_codes(value: str) -> frozenset[int]:
-    codes = set()
-    for item in value.split(","):
-        if not item.strip():
-            continue
-        try:
-            code = int(item)
-        except ValueError:
-            code = 0
-        if not 100 <= code <= 599:
-            raise ValidationError(f"expectCode: {item.strip()!r} is not an HTTP status code (e.g. 200,201)")
-        codes.add(code)
-    return frozenset(codes)
 
 
 def _ssl_context(config: HttpConfig) -> ssl.SSLContext:
@@ -166,11 +63,11 @@ class HttpExecutor(Executor):
 
     @staticmethod
     def validate_config(config: dict[str, str]) -> None:
-        parse_config(config)
+        parse_http_config(config)
 
     async def run(self, request: RunRequest, output: OutputBuffer, kill: asyncio.Event) -> RunResult:
         try:
-            config = parse_config(request.config)
+            config = parse_http_config(request.config)
             context = await asyncio.to_thread(_ssl_context, config)
         except ValidationError as exc:
             return fail(output, str(exc))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cronbus.common.errors import ValidationError
+from cronbus.common.executor_config import parse_bool
 from cronbus.services.executor.executors.base import (
     Executor,
     RunRequest,
     RunResult,
     fail,
-    parse_bool,
     register,
 )
 

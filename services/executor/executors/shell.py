@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import grp
 import logging
 import os
 import pwd
-import re
-import shlex
 import signal
 import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cronbus.common.errors import ValidationError
+from cronbus.common.executor_config import ShellConfig, parse_shell_config
 from cronbus.services.executor.executors.base import (
     Executor,
     RunRequest,
@@ -27,8 +24,6 @@ from cronbus.services.executor.executors.base import (
     fail,
     format_seconds,
     notice,
-    parse_bool,
-    parse_duration_s,
     register,
     rfc3339,
 )
@@ -38,77 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_MEM_LIMIT = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
-_MEM_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_SU = re.compile(r"([^:\s]+)(?::([^:\s]+))?")
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-
-
-@dataclass(frozen=True)
-class ShellConfig:
-    """A shell `executor_config`, parsed and checked."""
-
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str | None
-    timeout_s: float | None
-    mem_limit: str  # as written, for messages
-    mem_limit_bytes: int | None
-    payload: bytes | None
-    su_user: str | None
-    su_group: str | None
-
-
-def parse_config(config: dict[str, str]) -> ShellConfig:
-    """Parses a shell `executor_config`; raises ValidationError naming the bad key."""
-    command = config.get("command", "").strip()
-    if not command:
-        raise ValidationError("command: required")
-    if parse_bool("shell", config.get("shell", "")):
-        argv = ["/bin/sh", "-c", command]
-    else:
-        try:
-            argv = shlex.split(command)
-        except ValueError as exc:
-            raise ValidationError(f"command: cannot split {command!r}: {exc}") from None
-    env: dict[str, str] = {}
-    for item in config.get("env", "").split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValidationError(f"env: {item!r} is not KEY=value (the list is K=v,K2=v2)")
-        env[key.strip()] = value
-    timeout = config.get("timeout", "").strip()
-    mem_limit = config.get("mem_limit", "").strip()
-    payload = config.get("payload", "")
-    try:
-        payload_bytes = base64.b64decode(payload, validate=True) if payload else None
-    except binascii.Error as exc:
-        raise ValidationError(f"payload: not valid base64: {exc}") from None
-    su = config.get("su", "").strip()
-    su_match = _SU.fullmatch(su)
-    if su and su_match is None:
-        raise ValidationError(f"su: {su!r} is not user or user:group")
-    return ShellConfig(
-        argv=argv,
-        env=env,
-        cwd=config.get("cwd") or None,
-        timeout_s=parse_duration_s("timeout", timeout) if timeout else None,
-        mem_limit=mem_limit,
-        mem_limit_bytes=_parse_mem_limit(mem_limit) if mem_limit else None,
-        payload=payload_bytes,
-        su_user=su_match[1] if su_match else None,
-        su_group=su_match[2] if su_match else None,
-    )
-
-
-def _parse_mem_limit(value: str) -> int:
-    match = _MEM_LIMIT.fullmatch(value)
-    limit = int(float(match[1]) * _MEM_UNITS[match[2].lower()]) if match else 0
-    if limit <= 0:
-        raise ValidationError(f"mem_limit: {value!r} is not a positive size (e.g. 512M, 1G or bytes)")
-    return limit
 
 
 @dataclass(frozen=True)
@@ -161,11 +86,11 @@ class ShellExecutor(Executor):
 
     @staticmethod
     def validate_config(config: dict[str, str]) -> None:
-        parse_config(config)
+        parse_shell_config(config)
 
     async def run(self, request: RunRequest, output: OutputBuffer, kill: asyncio.Event) -> RunResult:
         try:
-            config = parse_config(request.config)
+            config = parse_shell_config(request.config)
             identity = None
             if config.su_user is not None:
                 # The user database may be remote (NSS: LDAP, SSSD), so it is not read on the loop.

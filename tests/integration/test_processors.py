@@ -1,0 +1,166 @@
+"""Output processors (files, log, syslog) on real files and sockets, and a real executor that runs one."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cronbus.common.consul.agent import DevAgent, free_port
+from cronbus.common.consul.store import Store
+from cronbus.services.executor.processors import ORDER, ProcessorContext, forwards_output, process_output
+from tests.helpers import Cluster, async_wait_until, wait_until
+from tests.integration.scheduling import client, executions, finished, put_job
+
+OUTPUT = "line one\nline two with a secret\n"
+
+
+def context(tmp_path: Path, **fields: str) -> ProcessorContext:
+    values = {
+        "job_name": "backup",
+        "execution_id": "backup.20250101T000000.000000Z.1",
+        "node": "e1",
+        "status": "success",
+        "processor_dir": str(tmp_path / "out"),
+        "syslog_address": str(tmp_path / "no-syslog-here"),
+    }
+    return ProcessorContext(**(values | fields))
+
+
+@pytest.fixture
+def syslog_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    """A datagram socket standing in for /dev/log."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "log.sock"))
+    sock.settimeout(5)
+    yield sock
+    sock.close()
+
+
+def test_files_writes_one_file_per_execution_and_keeps_only_a_note(tmp_path: Path) -> None:
+    processed = process_output({"files": {"forward": "false"}}, OUTPUT, context(tmp_path))
+    path = tmp_path / "out" / "backup" / "backup.20250101T000000.000000Z.1.log"
+    assert path.read_text() == OUTPUT
+    assert processed.output == f"[output sent to files processor: {path}]"
+    assert processed.failed == []
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_forward_true_keeps_the_output_and_a_job_log_dir_wins(tmp_path: Path) -> None:
+    processors = {"files": {"forward": "true", "log_dir": str(tmp_path / "job-dir")}}
+    processed = process_output(processors, OUTPUT, context(tmp_path))
+    assert processed.output == OUTPUT
+    assert (tmp_path / "job-dir" / "backup" / "backup.20250101T000000.000000Z.1.log").read_text() == OUTPUT
+    assert not (tmp_path / "out").exists()
+
+
+def test_forward_defaults_to_false_as_in_dkron(tmp_path: Path) -> None:
+    assert not forwards_output({"log": {}})
+    assert not forwards_output({"log": {"forward": "yes please"}})  # not a boolean: not forwarded
+    assert forwards_output({"log": {"forward": "true"}, "files": {"forward": "1"}})
+    assert not forwards_output({"log": {"forward": "true"}, "files": {"forward": "false"}})
+    assert forwards_output({})
+    assert process_output({"log": {}}, OUTPUT, context(tmp_path)).output == "[output sent to log processor]"
+
+
+def test_log_writes_the_output_with_the_execution_context(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="cronbus.services.executor.processors")
+    process_output({"log": {"forward": "true"}}, OUTPUT, context(tmp_path))
+    (record,) = [r for r in caplog.records if "execution output" in r.getMessage()]
+    message = record.getMessage()
+    assert message.startswith("execution output job=backup exec=backup.20250101T000000.000000Z.1 node=e1")
+    assert message.endswith("\nline one\nline two with a secret")
+
+
+def test_syslog_sends_each_line_tagged_cronbus(tmp_path: Path, syslog_socket: socket.socket) -> None:
+    ctx = context(tmp_path, syslog_address=str(tmp_path / "log.sock"), status="failed")
+    processed = process_output({"syslog": {"forward": "false"}}, OUTPUT, ctx)
+    assert processed.output == "[output sent to syslog processor]"
+    messages = [syslog_socket.recv(65536).decode() for _ in range(2)]
+    # <PRI>: facility user (1) * 8 + warning (4), as a failed run's lines are warnings.
+    assert messages[0] == "<12>cronbus: job=backup exec=backup.20250101T000000.000000Z.1 line one\x00"
+    assert messages[1].endswith("exec=backup.20250101T000000.000000Z.1 line two with a secret\x00")
+
+
+def test_syslog_over_udp(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(5)
+        port = receiver.getsockname()[1]
+        ctx = context(tmp_path, syslog_address=f"127.0.0.1:{port}")
+        process_output({"syslog": {"forward": "true"}}, "hello\n", ctx)
+        assert receiver.recv(65536).decode().startswith("<14>cronbus: job=backup exec=")  # user.info
+
+
+def test_a_failing_processor_is_noted_and_never_raises(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("a file where the folder should be")
+    processors = {"files": {"forward": "true"}, "syslog": {"forward": "true"}, "fluent": {}}
+    processed = process_output(processors, OUTPUT, context(tmp_path))
+    assert processed.failed == ["files", "syslog"]
+    lines = processed.output.splitlines()
+    assert "\n".join(lines[:2]) + "\n" == OUTPUT  # forwarded output first, then the notes
+    assert lines[2] == "[cronbus] unknown output processor 'fluent' ignored (known: files, log, syslog)"
+    assert lines[3].startswith("[cronbus] output processor files failed: ")
+    assert lines[4].startswith("[cronbus] output processor syslog failed: ")
+
+
+def test_processors_run_in_alphabetical_order_and_each_gets_the_original_output(
+    tmp_path: Path, syslog_socket: socket.socket
+) -> None:
+    assert list(ORDER) == sorted(ORDER)
+    ctx = context(tmp_path, syslog_address=str(tmp_path / "log.sock"))
+    processors = {"syslog": {"forward": "false"}, "log": {"forward": "false"}, "files": {"forward": "false"}}
+    processed = process_output(processors, OUTPUT, ctx)
+    assert [line.split()[3] for line in processed.output.splitlines()] == ["files", "log", "syslog"]
+    assert (tmp_path / "out" / "backup" / "backup.20250101T000000.000000Z.1.log").read_text() == OUTPUT
+    assert "line one" in syslog_socket.recv(65536).decode()
+
+
+def test_names_cannot_escape_the_processor_dir(tmp_path: Path) -> None:
+    ctx = context(tmp_path, job_name="../../etc", execution_id="../passwd")
+    process_output({"files": {}}, OUTPUT, ctx)
+    written = [p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*.log")]
+    assert [str(p) for p in written] == ["_.._etc/_passwd.log"]
+
+
+async def test_an_executor_runs_the_files_processor_and_serves_metrics(
+    cluster: Cluster, fresh_consul: DevAgent, tmp_path: Path
+) -> None:
+    store = Store(client(fresh_consul))
+    metrics_port = free_port()
+    out = tmp_path / "processed"
+    cluster.scheduler(name="s1")
+    cluster.executor("--processor-dir", str(out), "--metrics-port", str(metrics_port), name="e1")
+
+    async def leader() -> bool:
+        return await store.get_leader() is not None
+
+    await async_wait_until(leader, timeout_s=15, what="a leader")
+    await put_job(store, name="secret", schedule="@every 1s", executor="shell",
+                  executor_config={"command": "echo top-secret-output", "shell": "true"},
+                  processors={"files": {"forward": "false"}})  # fmt: skip
+
+    async def a_run() -> bool:
+        return any(r.success for r in finished(await executions(store, "secret")))
+
+    await async_wait_until(a_run, timeout_s=20, what="a successful run")
+    record = next(r for r in finished(await executions(store, "secret")) if r.success)
+    path = out / "secret" / f"{record.id}.log"
+    assert record.output == f"[output sent to files processor: {path}]"
+    assert "top-secret-output" not in record.output
+    assert path.read_text() == "top-secret-output\n"
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            text: str = response.read().decode()
+        return text if 'cronbus_executor_runs_finished_total{status="success"}' in text else ""
+
+    text = wait_until(scrape, timeout_s=10, what="executor metrics")
+    assert 'cronbus_executor_runs_started_total{executor="shell"}' in text
+    assert "cronbus_executor_running " in text and "cronbus_executor_capacity 16" in text
+    assert 'cronbus_executor_run_duration_seconds_count{status="success"}' in text
+    await store.consul.close()
