@@ -15,6 +15,7 @@ from cronbus.common import messages as m
 from cronbus.common.bus import node_topic
 from cronbus.common.consul import keys
 from cronbus.common.consul.client import TxnOp
+from cronbus.common.errors import UnavailableError
 from cronbus.common.models import (
     FINISHED_STATUSES,
     ZERO_TIME,
@@ -361,9 +362,8 @@ class Dispatcher:
             status={job.name: [_finished(record, retry.id if retry else None)]},
         )
         outcome = await self.ledger.submit(unit)
-        if outcome != "committed":
-            log.warning("result not recorded exec=%s: %s", record.id, outcome)
-            return
+        if outcome != "committed":  # fenced: this term is over, and the result must reach the next leader
+            raise UnavailableError(f"result of {record.id} not recorded: {outcome}")
         # History is trimmed off this path, every tenth of history_limit records (see jobs_to_trim).
         self._written[job.name] = self._written.get(job.name, 0) + 1
         self.metrics.finished.inc(status=record.status)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
-from typing import assert_never
+from typing import Any, assert_never
 
 import msgspec
 import zmq
@@ -71,8 +72,10 @@ class SchedulerService:
         self.notifier = Notifier(settings.notify, registry=self.metrics.registry, node_name=settings.node_name)
         self.metrics.registry.gauge("cronbus_planned_jobs", "Jobs with a planned next fire.", lambda: len(self.planner))
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._launching: set[asyncio.Task[None]] = set()
+        self._handling: dict[bytes, list[asyncio.Task[None]]] = {}  # per executor: result handlers under way
+        self._failed: dict[bytes, set[int]] = {}  # per executor: seqs whose handling failed (they come again)
         self.view.on_jobs_changed(self._jobs_changed)
 
     # ---- process ---------------------------------------------------------------------------------------
@@ -168,6 +171,8 @@ class SchedulerService:
             notifier=self.notifier,
         )
         self.registry.executors.clear()
+        self._handling.clear()
+        self._failed.clear()
         async with asyncio.TaskGroup() as tg:
             ledger_task = tg.create_task(ledger.run())
             await self._recover(dispatcher, statuses)
@@ -383,14 +388,28 @@ class SchedulerService:
             case _:
                 assert_never(msg)
 
-    def _after(self, work: object, identity: bytes, seq: int) -> None:
-        """Runs a result handler off the reader; acknowledges the message once what it wrote is committed."""
+    def _after(self, work: Coroutine[object, object, None], identity: bytes, seq: int) -> None:
+        """Runs a result handler off the reader, so results of many runs commit in one batch, and acknowledges
+        the message once what it wrote is committed. Acks are cumulative (an executor forgets every message up
+        to the acked seq), so a message is acknowledged only after every earlier one from the same executor
+        was handled, and not while an earlier one failed: that one comes again, and so do the later ones."""
+        earlier = [t for t in self._handling.setdefault(identity, []) if not t.done()]
+        failed = self._failed.setdefault(identity, set())
 
         async def handle() -> None:
-            await work  # type: ignore[misc]
-            await self._send_to(identity, m.Ack(seq=seq))
+            try:
+                await work
+            except Exception:  # a task boundary: log, and leave the message unacknowledged so it comes again
+                log.exception("result handling failed seq=%d", seq)
+                failed.add(seq)
+                return
+            failed.discard(seq)
+            await asyncio.gather(*earlier, return_exceptions=True)
+            if not any(s < seq for s in failed):
+                await self._send_to(identity, m.Ack(seq=seq))
 
         task = asyncio.create_task(handle())
+        self._handling[identity] = [*earlier, task]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
