@@ -130,6 +130,8 @@ class Bus:
         """A bound XPUB: like PUB, but it reads subscriptions, so the leader sees who listens to what."""
         sock = self._socket(zmq.XPUB)
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        # What comes in on an XPUB is subscriptions, short topics: a huge one would stall the owner's loop.
+        sock.setsockopt(zmq.MAXMSGSIZE, 1024)
         self._serve_curve(sock)
         return sock, _bind(sock, host, port)
 

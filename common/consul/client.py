@@ -171,6 +171,10 @@ class ConsulClient:
     async def session_destroy(self, session_id: str) -> None:
         await self._call("session destroy", self._api().session.destroy(session_id))
 
+    async def session_list(self) -> list[dict[str, Any]]:
+        _, sessions = await self._call("session list", self._api().session.list())
+        return cast(list[dict[str, Any]], sessions or [])
+
     async def session_info(self, session_id: str) -> dict[str, Any] | None:
         _, info = await self._call("session info", self._api().session.info(session_id))
         return cast(dict[str, Any] | None, info)

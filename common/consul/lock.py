@@ -115,18 +115,32 @@ class LeaderLock:
         self.info = None
         self._lease_until = 0.0
 
+    async def clear_stale_sessions(self) -> None:
+        """Destroys sessions left by an earlier run of this scheduler (same name). Restarted within the
+        TTL, this process re-registers the same health check and keeps it passing, so the old session (and
+        the lock it may hold) would otherwise never expire."""
+        name = f"cronbus-scheduler {self.name}"
+        for session in await self.consul.session_list():
+            if session.get("Name") == name and session.get("ID") != self._session:
+                log.info("destroying a stale session of this scheduler id=%s", session.get("ID"))
+                await self.consul.session_destroy(str(session["ID"]))
+
     async def release(self) -> None:
-        """Gives the lock up (so a standby takes over at once) and destroys the session."""
-        was_leader = self.term > 0
-        self._step_down("released") if was_leader else None
+        """Gives the lock up (so a standby takes over at once) and destroys the session. If Consul cannot be
+        reached, the session id is kept so a later release (or clear_stale_sessions) can still destroy it."""
+        if self.term:
+            self._step_down("released")
+            try:
+                await self.consul.kv_put(keys.LEADER, b"", release=self._session)
+            except ConsulError as exc:
+                log.warning("lock release failed: %s", exc)
         if not self._session:
             return
         try:
-            if was_leader:
-                await self.consul.kv_put(keys.LEADER, b"", release=self._session)
             await self.consul.session_destroy(self._session)
         except ConsulError as exc:
-            log.warning("lock release failed: %s", exc)
+            log.warning("session destroy failed: %s", exc)
+            return
         self._session = ""
 
 

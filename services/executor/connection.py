@@ -303,6 +303,11 @@ class LeaderConnection:
             case NotLeader(leader=name):
                 self._end_session(f"not the leader (says leader is {name!r})")
             case Welcome(leader=name, term=term):
+                if message.protocol != messages.PROTOCOL_VERSION:
+                    self._end_session(
+                        f"leader {name} speaks protocol {message.protocol}, not {messages.PROTOCOL_VERSION}"
+                    )
+                    return
                 self._welcomed = True
                 log.info("welcomed by leader=%s term=%d", name, term)
                 await self.handler.on_peer(message)

@@ -35,6 +35,7 @@ from cronbus.services.scheduler.registry import ExecutorRegistry, NoTargetError
 log = logging.getLogger(__name__)
 
 OUTPUT_LIMIT = 256_000
+MAX_OUTPUT_JSON = 300_000  # bytes of a record's output once JSON-encoded
 MAX_BACKOFF = timedelta(minutes=5)
 FAN_OUT_CHUNK = 60  # records per ledger unit (a transaction holds 64 operations)
 
@@ -49,7 +50,8 @@ class Active(msgspec.Struct, kw_only=True):
     job: Job
     acked: bool = False  # an executor accepted it
     sent_at: float = 0.0  # monotonic time of the last dispatch (0: not sent yet)
-    sends: int = 0
+    sends: int = 0  # dispatches sent to the current target
+    refusals: int = 0  # of those, refused
     output: str = ""
 
 
@@ -88,6 +90,22 @@ def _finished(record: Execution, retry_id: str | None) -> Callable[[JobStatus], 
         )
 
     return change
+
+
+def fit_output(text: str, limit_bytes: int = MAX_OUTPUT_JSON) -> tuple[str, bool]:
+    """The longest tail of `text` whose JSON encoding fits in limit_bytes (Consul caps a value at 512 KiB,
+    and escapes such as NUL's six bytes can make 256 000 bytes of output several times larger). Returns the
+    text and whether it was cut."""
+    if len(msgspec.json.encode(text)) <= limit_bytes:
+        return text, False
+    low, high = 0, len(text)  # the number of trailing characters kept
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(msgspec.json.encode(text[-middle:])) <= limit_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return (text[-low:] if low else ""), True
 
 
 def backoff(job: Job, attempt: int) -> timedelta:
@@ -144,6 +162,15 @@ class Dispatcher:
         if record.id in self.active or record.status in FINISHED_STATUSES:
             return
         self.active[record.id] = Active(record=record, job=job, acked=record.status == "running")
+
+    def forget_running(self, job_name: str, ids: list[str]) -> None:
+        """Drops ids from the job's running list without waiting (written with the next batch)."""
+        gone = set(ids)
+
+        def change(s: JobStatus) -> JobStatus:
+            return msgspec.structs.replace(s, running=[i for i in s.running if i not in gone])
+
+        self.ledger.submit(Unit(status={job_name: [change]}))
 
     # ---- launching -------------------------------------------------------------------------------------
 
@@ -275,6 +302,7 @@ class Dispatcher:
             return False
         active.record = msgspec.structs.replace(active.record, node_name=node)
         active.acked = False
+        active.sends = active.refusals = 0
         outcome = await self.ledger.submit(Unit(update=[active.record]))
         return outcome == "committed"
 
@@ -289,9 +317,12 @@ class Dispatcher:
 
     async def on_refused(self, msg: m.DispatchRefused) -> None:
         active = self.active.get(msg.execution_id)
-        if active is None or active.record.node_name != msg.node:
+        if active is None or active.record.node_name != msg.node or active.acked:
             return
+        active.refusals += 1
         log.info("dispatch refused exec=%s node=%s: %s", msg.execution_id, msg.node, msg.reason)
+        if active.refusals < active.sends:
+            return  # a later send to the same executor is still unanswered: it may be accepted
         if await self._retarget(active):
             await self._dispatch(active)
 
@@ -319,14 +350,15 @@ class Dispatcher:
         active = self.active.get(msg.execution_id)
         if active is None:
             return  # finished before (a resend), or its job is gone
+        output, cut = fit_output(msg.output)
         record = msgspec.structs.replace(
             active.record,
             status=msg.status,
             success=msg.status == "success",
             exit_code=msg.exit_code,
             reason=msg.reason,
-            output=msg.output,
-            output_truncated=msg.output_truncated,
+            output=output,
+            output_truncated=msg.output_truncated or cut,
             node_name=msg.node,
             started_at=msg.started_at if msg.started_at != ZERO_TIME else active.record.started_at,
             finished_at=msg.finished_at if msg.finished_at != ZERO_TIME else now_utc(),

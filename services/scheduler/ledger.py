@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 StatusChange = Callable[[JobStatus], JobStatus]
 Outcome = Literal["committed", "exists", "fenced"]
+MAX_TXN_BYTES = 300_000
 
 
 class Unit:
@@ -42,6 +43,14 @@ class Unit:
 
     def size(self) -> int:
         return len(self.create) + len(self.update) + len(self.status) + len(self.delete)
+
+    def nbytes(self) -> int:
+        """About how many bytes the unit adds to a transaction request."""
+        records = (*self.create, *self.update)
+        # JSON escapes (a NUL byte takes 6) and base64 (4/3) both grow the output on the way to Consul.
+        return sum(len(msgspec.json.encode(r.output)) * 4 // 3 + 1024 for r in records) + 512 * (
+            len(self.status) + len(self.delete)
+        )
 
 
 class Ledger:
@@ -69,22 +78,35 @@ class Ledger:
         return self.statuses.get(name, (JobStatus(), 0))[0]
 
     async def run(self) -> None:
-        """Flushes units as they come, as many per transaction as fit. Ends when fenced."""
-        while not self.fenced:
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch = [self._pending.popleft()]
-            ops = batch[0].size()
-            # One operation of every transaction is the fence; status writes of one job merge into one.
-            while self._pending and ops + self._pending[0].size() < MAX_TXN_OPS - 1:
-                unit = self._pending.popleft()
-                batch.append(unit)
-                ops += unit.size()
-            await self._commit(batch)
-        while self._pending:
-            self._pending.popleft().done.set_result("fenced")
+        """Flushes units as they come, as many per transaction as fit. Ends when fenced; when it ends for any
+        reason (cancelled at the end of the term included), every unit not committed resolves as "fenced",
+        so nothing waits for it forever."""
+        batch: list[Unit] = []
+        try:
+            while not self.fenced:
+                if not self._pending:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                batch = [self._pending.popleft()]
+                ops, size = batch[0].size(), batch[0].nbytes()
+                # One operation of every transaction is the fence; status writes of one job merge into one; and
+                # Consul refuses a request body over 512 KiB (values travel base64-encoded, a third larger).
+                while self._pending and ops + self._pending[0].size() < MAX_TXN_OPS - 1:
+                    if size + self._pending[0].nbytes() > MAX_TXN_BYTES:
+                        break
+                    unit = self._pending.popleft()
+                    batch.append(unit)
+                    ops += unit.size()
+                    size += unit.nbytes()
+                await self._commit(batch)
+                batch = []
+        finally:
+            self.fenced = True
+            for unit in [*batch, *self._pending]:
+                if not unit.done.done():
+                    unit.done.set_result("fenced")
+            self._pending.clear()
 
     async def _commit(self, batch: list[Unit]) -> None:
         for _ in range(20):

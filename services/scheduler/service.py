@@ -23,7 +23,7 @@ from cronbus.common.consul.view import JobView
 from cronbus.common.errors import ConsulError, NotFoundError, ValidationError
 from cronbus.common.lifecycle import wait_or_stop
 from cronbus.common.metrics import serve_metrics
-from cronbus.common.models import Job, JobStatus, now_utc
+from cronbus.common.models import FINISHED_STATUSES, Job, JobStatus, now_utc
 from cronbus.common.schedule import plan_catchup
 from cronbus.common.settings import SchedulerSettings
 from cronbus.services.scheduler.dispatcher import Dispatcher
@@ -83,6 +83,8 @@ class SchedulerService:
     async def run(self, stop: asyncio.Event) -> None:
         try:
             await self.registration.register_with_retry(stop)
+            with contextlib.suppress(ConsulError):
+                await self.lock.clear_stale_sessions()
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self.view.run(stop, statuses=False)),
@@ -200,36 +202,43 @@ class SchedulerService:
             job = self._job(name)
             if job is None:
                 continue
+            stale: list[str] = []
             for exec_id in status.running:
                 try:
                     record = await self.store.get_execution(name, exec_id)
                 except NotFoundError:
+                    stale.append(exec_id)
                     continue
+                if record.status in FINISHED_STATUSES:
+                    stale.append(exec_id)
                 dispatcher.adopt(record, job)
+            if stale:  # ids whose records ended (or are gone) leave the running list
+                dispatcher.forget_running(name, stale)
 
     async def _catch_up(self, dispatcher: Dispatcher, ledger: Ledger) -> None:
-        """Slots that passed while no leader dispatched: run or record them per misfire_policy."""
+        """Slots that passed while no leader dispatched: run or record them per misfire_policy. Slots after
+        `now` are the planner's, and every job is planned from that same `now`, so none falls in between."""
         now = now_utc()
-        for stored in list(self.view.jobs.values()):
-            job = stored.job
-            if job is None or job.disabled or not job.schedule:
-                continue
-            status = ledger.status(job.name)
-            try:
-                plan = plan_catchup(job, status.last_slot or job.created_at, now)
-            except ValidationError as exc:
-                log.warning("cannot plan catch-up job=%s: %s", job.name, exc)
-                continue
-            for slot, reason in plan.missed:
-                await dispatcher.record_missed(job, slot, "missed", reason)
-            for slot in plan.run:
-                await self._launch(dispatcher, job, slot)
-        for stored in self.view.jobs.values():
-            if stored.job is not None:
-                self._plan_job(stored.job, ledger)
+        jobs = [s.job for s in self.view.jobs.values() if s.job is not None]
+        for job in jobs:
+            self._plan_job(job, ledger, after=now)
+        await asyncio.gather(*(self._catch_up_job(dispatcher, ledger, job, now) for job in jobs))
 
-    def _plan_job(self, job: Job, ledger: Ledger | None) -> None:
-        after = now_utc()
+    async def _catch_up_job(self, dispatcher: Dispatcher, ledger: Ledger, job: Job, now: datetime) -> None:
+        if job.disabled or not job.schedule:
+            return
+        try:
+            plan = plan_catchup(job, ledger.status(job.name).last_slot or job.created_at, now)
+        except ValidationError as exc:
+            log.warning("cannot plan catch-up job=%s: %s", job.name, exc)
+            return
+        for slot, reason in plan.missed:
+            await dispatcher.record_missed(job, slot, "missed", reason)
+        for slot in plan.run:
+            await self._launch(dispatcher, job, slot)
+
+    def _plan_job(self, job: Job, ledger: Ledger | None, after: datetime | None = None) -> None:
+        after = after or now_utc()
         last = ledger.status(job.name).last_slot if ledger else None
         if last is not None and last > after:
             after = last
@@ -349,7 +358,8 @@ class SchedulerService:
         match msg:
             case m.Hello():
                 if msg.protocol != m.PROTOCOL_VERSION:
-                    log.warning("executor %s speaks protocol %d, not %d", msg.node, msg.protocol, m.PROTOCOL_VERSION)
+                    log.warning("refused executor %s: protocol %d, not %d", msg.node, msg.protocol, m.PROTOCOL_VERSION)
+                    return
                 self.registry.hello(identity, msg)
                 await self._send_to(identity, m.Welcome(leader=self.settings.node_name, term=dispatcher.term))
                 for exec_id in msg.running:
@@ -365,7 +375,7 @@ class SchedulerService:
                 dispatcher.on_accepted(msg)
             case m.DispatchRefused():
                 self.registry.seen(msg.node)
-                await dispatcher.on_refused(msg)
+                self._background(dispatcher.on_refused(msg))  # may write: never block the reader on Consul
             case m.ExecutionStarted():
                 self.registry.seen(msg.node)
                 self._after(dispatcher.on_started(msg), identity, msg.seq)
@@ -377,12 +387,9 @@ class SchedulerService:
             case m.StatusReport():
                 self.registry.seen(msg.node)
             case m.RunJob():
-                await self._send_to(identity, await self._run_job(dispatcher, msg))
+                self._background(self._reply(identity, self._run_job(dispatcher, msg)))
             case m.KillExecution():
-                ok = await dispatcher.kill(msg.execution_id)
-                reply = m.ControlReply(req_id=msg.req_id, ok=ok, code=202 if ok else 404,
-                                       error="" if ok else f"execution {msg.execution_id} is not running")  # fmt: skip
-                await self._send_to(identity, reply)
+                self._background(self._reply(identity, self._kill(dispatcher, msg)))
             case m.ListBusy():
                 await self._send_to(identity, m.ControlReply(req_id=msg.req_id, ok=True, executions=dispatcher.busy()))
             case _:
@@ -413,7 +420,31 @@ class SchedulerService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _background(self, work: Coroutine[object, object, None]) -> None:
+        """Runs work that waits on Consul off the router's reader (which must keep reading heartbeats)."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:  # a task boundary: log it; the peer resends or times out
+                log.exception("background handler failed")
+
+        task = asyncio.create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reply(self, identity: bytes, reply: Coroutine[object, object, m.ControlReply]) -> None:
+        await self._send_to(identity, await reply)
+
+    async def _kill(self, dispatcher: Dispatcher, msg: m.KillExecution) -> m.ControlReply:
+        ok = await dispatcher.kill(msg.execution_id)
+        error = "" if ok else f"execution {msg.execution_id} is not running"
+        return m.ControlReply(req_id=msg.req_id, ok=ok, code=202 if ok else 404, error=error)
+
     async def _run_job(self, dispatcher: Dispatcher, msg: m.RunJob) -> m.ControlReply:
+        if msg.protocol != m.PROTOCOL_VERSION:
+            error = f"protocol {msg.protocol} is not supported (this scheduler speaks {m.PROTOCOL_VERSION})"
+            return m.ControlReply(req_id=msg.req_id, ok=False, code=400, error=error)
         # Read afresh: a client that just wrote the job may run it before our blocking query has seen it.
         try:
             stored = await self.store.get_job(msg.job_name)

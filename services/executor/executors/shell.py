@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import grp
 import logging
 import os
@@ -121,6 +122,7 @@ class ShellExecutor(Executor):
                 cwd=config.cwd,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_die_with_executor,
                 user=identity.uid if identity else None,
                 group=identity.gid if identity else None,
                 extra_groups=identity.groups if identity else None,
@@ -221,6 +223,17 @@ async def _connect_output(read_fd: int, output: OutputBuffer) -> tuple[asyncio.R
         lambda: _PipeToOutput(output, closed), os.fdopen(read_fd, "rb", buffering=0)
     )
     return transport, closed
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_executor() -> None:
+    """In the child before exec: SIGKILL it if the executor dies (e.g. kill -9), so a run declared "executor
+    lost" and retried elsewhere does not go on here as well. (Its own children, if it leaves them behind, are
+    not covered: a per-run cgroup would be.)"""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _signal_name(number: int) -> str:
