@@ -36,6 +36,21 @@ def service_options(func: F) -> F:
     return func
 
 
+# Options several services share, spelled once.
+heartbeat_interval_option = click.option(
+    "--heartbeat-interval", default=1.0, type=click.FloatRange(0.05, 60), show_default=True,
+    envvar="CRONBUS_HEARTBEAT_INTERVAL", help="Bus heartbeat interval in seconds.",
+)  # fmt: skip
+heartbeat_liveness_option = click.option(
+    "--heartbeat-liveness", default=3, type=click.IntRange(1, 100), show_default=True,
+    envvar="CRONBUS_HEARTBEAT_LIVENESS", help="Missed heartbeats before a peer is declared dead.",
+)  # fmt: skip
+metrics_port_option = click.option(
+    "--metrics-port", default=0, type=click.IntRange(0, 65535), envvar="CRONBUS_METRICS_PORT",
+    help="Serve Prometheus metrics on this port (0: off).",
+)  # fmt: skip
+
+
 def consul_settings(consul_addr: str, consul_token: str) -> ConsulSettings:
     settings = ConsulSettings(addr=consul_addr, token=consul_token)
     try:

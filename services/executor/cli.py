@@ -6,7 +6,15 @@ import sys
 
 import click
 
-from cronbus.common.cliopts import bus_settings, consul_settings, service_options, start_logging
+from cronbus.common.cliopts import (
+    bus_settings,
+    consul_settings,
+    heartbeat_interval_option,
+    heartbeat_liveness_option,
+    metrics_port_option,
+    service_options,
+    start_logging,
+)
 from cronbus.common.errors import SettingsError, ValidationError
 from cronbus.common.lifecycle import run_service
 from cronbus.common.settings import ExecutorSettings, parse_tags
@@ -60,24 +68,9 @@ from cronbus.services.executor.service import ExecutorService
     envvar="CRONBUS_DATACENTER",
     help="Value of the built-in dc tag.",
 )
-@click.option(
-    "--heartbeat-interval",
-    default=1.0,
-    type=click.FloatRange(0.05, 60),
-    show_default=True,
-    envvar="CRONBUS_HEARTBEAT_INTERVAL",
-    help="Bus heartbeat interval in seconds.",
-)
-@click.option(
-    "--heartbeat-liveness",
-    default=3,
-    type=click.IntRange(1, 100),
-    show_default=True,
-    envvar="CRONBUS_HEARTBEAT_LIVENESS",
-    help="Missed heartbeats before the leader is presumed gone.",
-)
-@click.option("--metrics-port", default=0, type=click.IntRange(0, 65535), envvar="CRONBUS_METRICS_PORT",
-              help="Serve Prometheus metrics on this port (0: off).")  # fmt: skip
+@heartbeat_interval_option
+@heartbeat_liveness_option
+@metrics_port_option
 @click.option("--metrics-bind", default="127.0.0.1", show_default=True, envvar="CRONBUS_METRICS_BIND",
               help="Address the metrics endpoint listens on.")  # fmt: skip
 @click.option("--processor-dir", default="/var/log/cronbus", show_default=True, envvar="CRONBUS_PROCESSOR_DIR",

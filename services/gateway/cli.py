@@ -7,7 +7,13 @@ import sys
 
 import click
 
-from cronbus.common.cliopts import bus_settings, consul_settings, service_options, start_logging
+from cronbus.common.cliopts import (
+    bus_settings,
+    consul_settings,
+    heartbeat_interval_option,
+    service_options,
+    start_logging,
+)
 from cronbus.common.lifecycle import run_service
 from cronbus.common.settings import GatewaySettings
 from cronbus.services.gateway.service import GatewayService
@@ -76,8 +82,7 @@ def is_loopback(host: str) -> bool:
     envvar="CRONBUS_REQUEST_TIMEOUT",
     help="Seconds to wait for the leader on run/kill/busy.",
 )
-@click.option("--heartbeat-interval", default=1.0, type=click.FloatRange(0.05, 60), show_default=True,
-              envvar="CRONBUS_HEARTBEAT_INTERVAL", help="Bus heartbeat interval in seconds.")  # fmt: skip
+@heartbeat_interval_option
 def gateway_command(
     consul_addr: str,
     consul_token: str,

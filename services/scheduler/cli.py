@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from cronbus.common.cliopts import bus_settings, consul_settings, service_options, start_logging
+from cronbus.common.cliopts import (
+    bus_settings,
+    consul_settings,
+    heartbeat_interval_option,
+    heartbeat_liveness_option,
+    metrics_port_option,
+    service_options,
+    start_logging,
+)
 from cronbus.common.lifecycle import run_service
 from cronbus.common.settings import SchedulerSettings
 from cronbus.services.scheduler.notify_cli import notify_options, notify_settings
@@ -55,22 +63,8 @@ from cronbus.services.scheduler.service import SchedulerService
     envvar="CRONBUS_LOCK_TTL",
     help="Seconds without a heartbeat before this leader is replaced.",
 )
-@click.option(
-    "--heartbeat-interval",
-    default=1.0,
-    type=click.FloatRange(0.05, 60),
-    show_default=True,
-    envvar="CRONBUS_HEARTBEAT_INTERVAL",
-    help="Bus heartbeat interval in seconds.",
-)
-@click.option(
-    "--heartbeat-liveness",
-    default=3,
-    type=click.IntRange(1, 100),
-    show_default=True,
-    envvar="CRONBUS_HEARTBEAT_LIVENESS",
-    help="Missed heartbeats before a peer is declared dead.",
-)
+@heartbeat_interval_option
+@heartbeat_liveness_option
 @click.option(
     "--history-limit",
     default=100,
@@ -79,8 +73,7 @@ from cronbus.services.scheduler.service import SchedulerService
     envvar="CRONBUS_HISTORY_LIMIT",
     help="Executions kept per job.",
 )
-@click.option("--metrics-port", default=0, type=click.IntRange(0, 65535), envvar="CRONBUS_METRICS_PORT",
-              help="Serve Prometheus metrics on this port (0: off).")  # fmt: skip
+@metrics_port_option
 def scheduler_command(
     consul_addr: str,
     consul_token: str,
