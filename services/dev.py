@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -24,9 +25,10 @@ def _cronbus(*args: str) -> list[str]:
     return [sys.executable, "-m", "cronbus.services", *args]
 
 
-def _wait_http(url: str, timeout_s: float) -> bool:
+def _wait_http(url: str, timeout_s: float, stopping: Callable[[], bool]) -> bool:
+    """True once `url` answers 200; False after `timeout_s` or as soon as `stopping()`."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping():
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
@@ -92,8 +94,10 @@ def dev_command(
                 )
             )  # fmt: skip
         children.append(subprocess.Popen(_cronbus("gateway", *common, "--node-name", "gateway", "--port", str(port))))
-        if not _wait_http(f"http://127.0.0.1:{port}/health", 30):
-            raise click.ClickException("the gateway did not become healthy within 30s; see the log above")
+        if not _wait_http(f"http://127.0.0.1:{port}/health", 60, lambda: stopping):
+            if stopping:
+                return  # Ctrl-C while starting up: the finally below stops what did start
+            raise click.ClickException("the gateway did not become healthy within 60s; see the log above")
         click.echo(
             f"\ncronbus is up.\n  cronbus UI:  http://127.0.0.1:{port}/ui/\n  API:         http://127.0.0.1:{port}/v1/jobs"
             f"\n  Consul UI:   http://{agent.address}/ui/\nCtrl-C stops everything.\n"

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -57,8 +58,17 @@ def test_dev_brings_everything_up_and_ctrl_c_stops_it_all(tmp_path: Path) -> Non
          "--schedulers", "2", "--tag", "role=web"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )  # fmt: skip
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in dev.stdout or []:
+            lines.append(line.decode(errors="replace"))
+
+    reader = threading.Thread(target=read)
+    reader.start()
     try:
-        wait_until(lambda: _get(f"http://127.0.0.1:{port}/health"), timeout_s=60, what="gateway health")
+        wait_until(lambda: any("cronbus is up" in line for line in lines), timeout_s=90, what="cronbus is up")
+        assert _get(f"http://127.0.0.1:{port}/health")
 
         def passing() -> bool:
             checks = _get(f"http://127.0.0.1:{consul_port}/v1/health/state/passing") or []
@@ -69,9 +79,10 @@ def test_dev_brings_everything_up_and_ctrl_c_stops_it_all(tmp_path: Path) -> Non
         family = _descendants(dev.pid)
         assert len(family) >= 5, "consul, two schedulers, an executor and a gateway"
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        out, _ = dev.communicate(timeout=60)
-        assert dev.returncode == 0, out.decode(errors="replace")
-        text = out.decode(errors="replace")
+        dev.wait(timeout=60)
+        reader.join(timeout=10)
+        text = "".join(lines)
+        assert dev.returncode == 0, text
         assert f"http://127.0.0.1:{port}/ui/" in text
         assert f"http://127.0.0.1:{consul_port}/ui/" in text
         wait_until(lambda: not any(_alive(pid) for pid in family), timeout_s=10, what="every child gone")
