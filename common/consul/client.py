@@ -68,6 +68,10 @@ class ConsulClient:
         self._consul: Any = None
 
     @property
+    def token(self) -> str | None:
+        return self._token
+
+    @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+import consul
 import msgspec
 
 from cronbus.common.consul import keys
 from cronbus.common.consul.client import ConsulClient, KVEntry
 from cronbus.common.errors import ConsulError
-from cronbus.common.lifecycle import wait_or_stop
 from cronbus.common.models import LeaderInfo, now_utc
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,10 @@ class LeaderLock:
     """Campaigns for the leader key. The session hangs on this process's TTL health check, so a killed
     leader loses the lock within ttl_s; is_leader() is a local lease that runs out *before* that, so an
     old leader that cannot reach Consul stops acting before anyone else can start.
+
+    The check is passed and the lease renewed by renew_blocking(), on a thread of its own (LeaseKeeper):
+    an event loop busy with thousands of runs due at once is slow, not dead, and must not lose the lock
+    for that (a new leader would start by recovering every one of those runs, and fall behind in turn).
 
     The term is the key's LockIndex, which Consul increments at every acquisition."""
 
@@ -43,6 +49,7 @@ class LeaderLock:
         self._lease_until = 0.0
         self.term = 0
         self.info: LeaderInfo | None = None
+        self._blocking: Any = None  # py-consul's blocking client, for renew_blocking (made on first use)
 
     @property
     def session(self) -> str:
@@ -52,18 +59,28 @@ class LeaderLock:
         return self.term > 0 and self._clock() < self._lease_until
 
     async def renew(self) -> bool:
+        """renew_blocking() from the event loop."""
+        return await asyncio.to_thread(self.renew_blocking)
+
+    def renew_blocking(self) -> bool:
         """Passes the health check and confirms the lock is still ours; extends the lease on success.
-        Without a lock (standby) it only passes the check. False when leadership is lost."""
-        started = self._clock()
+        Without a lock (standby) it only passes the check. False when leadership is lost. Blocks (up to
+        ttl_s / 2 per request): call it from a thread, as LeaseKeeper does."""
+        if self._blocking is None:
+            api, timeout_s = self.consul, self.ttl_s / 2
+            self._blocking = consul.Consul(host=api.host, port=api.port, token=api.token, connections_timeout=timeout_s)
+        started, term, session = self._clock(), self.term, self._session
         try:
-            await self.consul.check_pass(self.check_id)
-            if not self.term:
+            self._blocking.agent.check.ttl_pass(self.check_id)
+            if not term:
                 return False
-            entry = await self.consul.kv_get(keys.LEADER)
-        except ConsulError as exc:
+            _, raw = self._blocking.kv.get(keys.LEADER)
+        except (consul.ConsulException, OSError) as exc:  # requests' errors are OSErrors
             log.warning("lease renewal failed: %s", exc)
             return self.is_leader()
-        if entry is None or entry.session != self._session:
+        if (term, session) != (self.term, self._session):
+            return self.is_leader()  # acquired or released meanwhile: the next round judges
+        if not raw or raw.get("Session") != session:
             self._step_down("lock lost")
             return False
         # The check was passed at `started` at the latest, so Consul cannot invalidate the session before
@@ -74,6 +91,9 @@ class LeaderLock:
     async def try_acquire(self, router: str, publisher: str) -> bool:
         """One attempt at the lock. On success sets term and info."""
         if not self._session:
+            # A session this process forgot (its release failed, or an error made us drop it) may still hold the
+            # lock, kept alive by the check we keep passing: destroy it, or nobody ever gets the lock again.
+            await self.clear_stale_sessions()
             self._session = await self.consul.session_create(
                 f"cronbus-scheduler {self.name}", ["serfHealth", self.check_id]
             )
@@ -144,7 +164,29 @@ class LeaderLock:
         self._session = ""
 
 
-async def keep_lease(lock: LeaderLock, stop: asyncio.Event, interval_s: float) -> None:
-    """Renews every interval_s until stop."""
-    while not await wait_or_stop(stop, interval_s):
-        await lock.renew()
+class LeaseKeeper:
+    """Renews a lock's lease every interval_s on a daemon thread, from start() until stop(). It lives and
+    dies with the process: SIGSTOP or SIGKILL stop it with everything else, and the lease runs out."""
+
+    def __init__(self, lock: LeaderLock, interval_s: float) -> None:
+        self.lock = lock
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval_s * 3)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.lock.renew_blocking()
+            except Exception:  # a thread boundary: log, and try again next round
+                log.exception("lease renewal failed")
+            if self._stop.wait(self.interval_s):
+                return

@@ -151,7 +151,8 @@ class Dispatcher:
         self.metrics = metrics
         self._is_leader = is_leader
         self.notifier = notifier
-        self.active: dict[str, Active] = {}
+        self.active: dict[str, Active] = {}  # by execution id; change it through _track and _untrack only
+        self._by_job: dict[str, dict[str, Active]] = {}  # the same, by job name (no scan of all per launch)
         self._written: dict[str, int] = {}  # records written per job since the last history trim
         self.started_at = time.monotonic()
 
@@ -161,7 +162,18 @@ class Dispatcher:
         """An unfinished execution found in Consul at takeover (or on a replayed launch)."""
         if record.id in self.active or record.status in FINISHED_STATUSES:
             return
-        self.active[record.id] = Active(record=record, job=job, acked=record.status == "running")
+        self._track(Active(record=record, job=job, acked=record.status == "running"))
+
+    def _track(self, active: Active) -> None:
+        self.active[active.record.id] = active
+        self._by_job.setdefault(active.record.job_name, {})[active.record.id] = active
+
+    def _untrack(self, record: Execution) -> None:
+        self.active.pop(record.id)
+        of_job = self._by_job[record.job_name]
+        of_job.pop(record.id)
+        if not of_job:
+            del self._by_job[record.job_name]
 
     def forget_running(self, job_name: str, ids: list[str]) -> None:
         """Drops ids from the job's running list without waiting (written with the next batch)."""
@@ -175,7 +187,7 @@ class Dispatcher:
     # ---- launching -------------------------------------------------------------------------------------
 
     def running_of(self, name: str) -> list[Active]:
-        return [a for a in self.active.values() if a.record.job_name == name]
+        return list(self._by_job.get(name, {}).values())
 
     async def launch(
         self, job: Job, slot: datetime, *, manual: bool = False, attempt: int = 1, reason: str = ""
@@ -225,13 +237,14 @@ class Dispatcher:
                 self.metrics.deduplicated.inc()
                 return "exists", [r.id for r in records]
             for record in chunk:
-                self.active[record.id] = Active(record=record, job=job)
+                self._track(Active(record=record, job=job))
         early_s = (slot - now_utc()).total_seconds()
         if early_s > 0:  # recorded ahead of time (the planner's lead); dispatched at the slot itself
             await asyncio.sleep(early_s)
         for record in records:
-            if record.id in self.active:
-                await self._dispatch(self.active[record.id])
+            launched = self.active.get(record.id)
+            if launched is not None and not launched.sent_at:  # the tick may have sent it already
+                await self._dispatch(launched)
         return "launched", [r.id for r in records]
 
     def _record(self, job: Job, exec_id: str, slot: datetime, attempt: int, manual: bool) -> Execution:
@@ -379,7 +392,7 @@ class Dispatcher:
     async def _finish(self, active: Active, record: Execution) -> None:
         """Writes the final record; schedules a retry, triggers children, deletes an ephemeral job."""
         job = self._job(record.job_name) or active.job
-        del self.active[record.id]
+        self._untrack(record)
         retry: Execution | None = None
         if not record.success and record.status != "killed" and record.attempt <= job.retries:
             retry_id = execution_id(job.name, record.scheduled_at, record.attempt + 1)
@@ -406,9 +419,9 @@ class Dispatcher:
         )
         if retry is not None:
             self.metrics.retries.inc()
-            self.active[retry.id] = Active(record=retry, job=job)
+            self._track(Active(record=retry, job=job))
             return
-        group_open = any(a.record.group == record.group and a.record.job_name == job.name for a in self.active.values())
+        group_open = any(a.record.group == record.group for a in self.running_of(job.name))
         if not group_open:
             await self._chain(job, record)
         if record.success and job.ephemeral:
@@ -478,10 +491,12 @@ class Dispatcher:
                 continue  # not due yet (a retry in backoff, or a launch recorded ahead of its slot)
             if await self._expired(active, wall):
                 continue
-            gone = bool(active.sent_at) and not self.registry.is_live(active.record.node_name)
+            placed = bool(active.sent_at or active.record.node_name)  # sent, or adopted from an earlier term
+            gone = placed and not self.registry.is_live(active.record.node_name)
             if gone and now - self.started_at < self.registry.dead_after_s:
-                # Sent to an executor that is not here: only after it had time to come back (a new
-                # leader's executors reconnect within a heartbeat or two) does the run go elsewhere.
+                # Sent to an executor that is not here (maybe by the last leader, and maybe it ran): only after
+                # it had time to come back (a new leader's executors reconnect within a heartbeat or two) does
+                # the run go elsewhere.
                 continue
             await self._dispatch(active)
 

@@ -154,17 +154,21 @@ class Ledger:
         ops: list[TxnOp] = [TxnOp("check-session", keys.LEADER, session=self.session)]
         owners: list[object] = ["fence"]
         changes: dict[str, list[StatusChange]] = {}
+        updates: dict[str, Execution] = {}  # the latest of a record's updates is the one written (started, finished)
         for unit in batch:
             for record in unit.create:
                 ops.append(TxnOp("cas", keys.execution(record.job_name, record.id), encode(record), 0))
                 owners.append(unit)
             for record in unit.update:
-                ops.append(TxnOp("set", keys.execution(record.job_name, record.id), encode(record)))
-                owners.append(None)
-            ops.extend(unit.delete)
-            owners.extend([None] * len(unit.delete))
+                updates[keys.execution(record.job_name, record.id)] = record
             for name, fns in unit.status.items():
                 changes.setdefault(name, []).extend(fns)
+        for key, record in updates.items():
+            ops.append(TxnOp("set", key, encode(record)))
+            owners.append(None)
+        deletes = [op for unit in batch for op in unit.delete]  # after the updates: history trimming wins
+        ops.extend(deletes)
+        owners.extend([None] * len(deletes))
         new_statuses: dict[str, tuple[str, JobStatus]] = {}
         for name, fns in changes.items():
             status, index = self.statuses.get(name, (JobStatus(), 0))

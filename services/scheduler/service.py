@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import Any, assert_never
@@ -17,10 +18,10 @@ from cronbus.common.bus import Bus
 from cronbus.common.consul import keys
 from cronbus.common.consul.catalog import Registration
 from cronbus.common.consul.client import ConsulClient
-from cronbus.common.consul.lock import LeaderLock
+from cronbus.common.consul.lock import LeaderLock, LeaseKeeper
 from cronbus.common.consul.store import Store
 from cronbus.common.consul.view import JobView
-from cronbus.common.errors import ConsulError, NotFoundError, ValidationError
+from cronbus.common.errors import ConsulError, NotFoundError, UnavailableError, ValidationError
 from cronbus.common.lifecycle import wait_or_stop
 from cronbus.common.metrics import serve_metrics
 from cronbus.common.models import FINISHED_STATUSES, Job, JobStatus, now_utc
@@ -74,17 +75,19 @@ class SchedulerService:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._launching: set[asyncio.Task[None]] = set()
-        self._handling: dict[bytes, list[asyncio.Task[None]]] = {}  # per executor: result handlers under way
+        self._handling: dict[bytes, asyncio.Task[None]] = {}  # per executor: the latest result handler
+        self._leader_known, self._leader_read_at = "", -1.0  # see _leader_name
         self._failed: dict[bytes, set[int]] = {}  # per executor: seqs whose handling failed (they come again)
         self.view.on_jobs_changed(self._jobs_changed)
 
     # ---- process ---------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        keeper = LeaseKeeper(self.lock, self.settings.lock_ttl_s / 4)
         try:
             await self.registration.register_with_retry(stop)
-            with contextlib.suppress(ConsulError):
-                await self.lock.clear_stale_sessions()
+            await self.lock.renew()  # the check passing before the first campaign round creates a session on it
+            keeper.start()
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self.view.run(stop, statuses=False)),
@@ -105,6 +108,7 @@ class SchedulerService:
                 for task in tasks:
                     task.cancel()
         finally:
+            await asyncio.to_thread(keeper.stop)
             self.dispatcher = None
             await self.lock.release()
             await self.registration.deregister()
@@ -118,8 +122,6 @@ class SchedulerService:
     async def _campaign(self, stop: asyncio.Event) -> None:
         interval = self.settings.lock_ttl_s / 4
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.lock.renew(), interval * 2)  # standby: keeps the check passing
             try:
                 acquired = await asyncio.wait_for(self.lock.try_acquire(self.router_endpoint, self.pub_endpoint), 5)
             except (ConsulError, TimeoutError) as exc:
@@ -133,7 +135,7 @@ class SchedulerService:
             lost = asyncio.Event()
             try:
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._keep_lease(stop, lost))
+                    tg.create_task(self._watch_lease(stop, lost))
                     tg.create_task(self._lead(stop, lost))
             finally:
                 self.dispatcher = None
@@ -141,15 +143,13 @@ class SchedulerService:
                     log.warning("leadership ended node=%s; back to standby", self.settings.node_name)
                     await self.lock.release()  # a fresh session next round
 
-    async def _keep_lease(self, stop: asyncio.Event, lost: asyncio.Event) -> None:
-        interval = self.settings.lock_ttl_s / 4
+    async def _watch_lease(self, stop: asyncio.Event, lost: asyncio.Event) -> None:
+        """Ends the term when the lease does (the LeaseKeeper thread renews it)."""
         while not stop.is_set() and not lost.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.lock.renew(), interval * 2)
             if not self.lock.is_leader():
                 lost.set()
                 return
-            await wait_or_stop(stop, interval)
+            await wait_or_stop(stop, self.settings.lock_ttl_s / 8)
 
     async def _lead(self, stop: asyncio.Event, lost: asyncio.Event) -> None:
         term = self.lock.term
@@ -400,23 +400,30 @@ class SchedulerService:
         the message once what it wrote is committed. Acks are cumulative (an executor forgets every message up
         to the acked seq), so a message is acknowledged only after every earlier one from the same executor
         was handled, and not while an earlier one failed: that one comes again, and so do the later ones."""
-        earlier = [t for t in self._handling.setdefault(identity, []) if not t.done()]
+        previous = self._handling.get(identity)  # it ends only after every earlier one: waiting for it is enough
         failed = self._failed.setdefault(identity, set())
 
         async def handle() -> None:
+            handled = True
             try:
                 await work
+            except UnavailableError as exc:  # the term ended under it: expected, and the next leader gets it
+                log.warning("result not handled seq=%d: %s", seq, exc)
+                handled = False
             except Exception:  # a task boundary: log, and leave the message unacknowledged so it comes again
                 log.exception("result handling failed seq=%d", seq)
+                handled = False
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            if not handled:
                 failed.add(seq)
                 return
             failed.discard(seq)
-            await asyncio.gather(*earlier, return_exceptions=True)
             if not any(s < seq for s in failed):
                 await self._send_to(identity, m.Ack(seq=seq))
 
         task = asyncio.create_task(handle())
-        self._handling[identity] = [*earlier, task]
+        self._handling[identity] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -491,11 +498,15 @@ class SchedulerService:
         task.add_done_callback(self._tasks.discard)
 
     async def _leader_name(self) -> str:
-        with contextlib.suppress(ConsulError):
-            found = await self.store.get_leader()
-            if found is not None:
-                return found[0].name
-        return ""
+        """Who leads, for executors that still talk to this standby; read at most once a second (they may be
+        many, with a burst of results each)."""
+        now = time.monotonic()
+        if now - self._leader_read_at >= 1.0:
+            self._leader_read_at = now
+            with contextlib.suppress(ConsulError):
+                found = await self.store.get_leader()
+                self._leader_known = found[0].name if found is not None else ""
+        return self._leader_known
 
 
 async def _first(*events: asyncio.Event) -> None:

@@ -4,13 +4,14 @@ launches are recognised when replayed, and a status changed by someone else is r
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import msgspec
 
 from cronbus.common.consul import keys
 from cronbus.common.consul.client import ConsulClient
-from cronbus.common.consul.lock import LeaderLock
+from cronbus.common.consul.lock import LeaderLock, LeaseKeeper
 from cronbus.common.consul.store import Store
 from cronbus.common.models import Execution, JobStatus
 from cronbus.services.scheduler.ledger import Ledger, Unit
@@ -52,6 +53,53 @@ async def test_the_lease_runs_out_without_renewal(consul: ConsulClient) -> None:
     assert not lock.is_leader()
     assert await lock.renew()
     assert lock.is_leader()
+    await lock.release()
+
+
+async def test_a_busy_event_loop_keeps_the_lease(consul: ConsulClient) -> None:
+    """The lease thread renews while the loop is blocked for longer than the TTL (thousands of runs due at once):
+    the leader stays leader, and nobody else gets the lock."""
+    lock, rival = await _lock(consul, "busy"), await _lock(consul, "rival")
+    assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
+    keeper = LeaseKeeper(lock, interval_s=0.5)
+    keeper.start()
+    try:
+        time.sleep(5)  # noqa: ASYNC251 -- the point: an event loop that does not get back to its tasks
+        assert lock.is_leader()
+        assert not await rival.try_acquire("tcp://b:1", "tcp://b:2")
+    finally:
+        keeper.stop()
+    await lock.release()
+    await rival.release()
+
+
+async def test_a_forgotten_session_does_not_keep_the_lock_forever(consul: ConsulClient) -> None:
+    """A session whose id this process dropped (a failed release, an error) may still hold the lock, alive on the
+    check we keep passing; the next campaign round destroys it instead of waiting on it forever."""
+    lock = await _lock(consul, "forgetful")
+    assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
+    orphan = lock.session
+    lock._session, lock.term = "", 0  # what an error in the middle of a release leaves
+    assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
+    assert lock.session != orphan
+    assert orphan not in {str(s["ID"]) for s in await consul.session_list()}
+    await lock.release()
+
+
+async def test_updates_of_one_record_in_one_batch_write_the_latest(consul: ConsulClient) -> None:
+    lock = await _lock(consul, "coalesce")
+    assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
+    store = Store(consul)
+    ledger = Ledger(store, lock.session, {})
+    created = ledger.submit(Unit(create=[_record("c1")]))
+    runner = asyncio.create_task(ledger.run())
+    await asyncio.sleep(0)  # the runner takes the create and waits on Consul, so both updates queue behind it
+    running = msgspec.structs.replace(_record("c1"), status="running")
+    done = msgspec.structs.replace(_record("c1"), status="success")
+    updates = [ledger.submit(Unit(update=[running])), ledger.submit(Unit(update=[done]))]  # one batch: both queued
+    assert [await created, *await asyncio.gather(*updates)] == ["committed"] * 3
+    assert (await store.get_execution("job1", "c1")).status == "success"
+    runner.cancel()
     await lock.release()
 
 
