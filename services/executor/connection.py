@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Iterable
@@ -61,12 +62,16 @@ class Handler(Protocol):
 
 class Outbox:
     """Reliable messages not yet acknowledged, in seq order. Seqs grow across connections and restarts:
-    they start from the wall clock in microseconds and stay above every restored message."""
+    they start from the wall clock in microseconds and stay above every restored message. Every operation
+    costs about the messages it touches, not all pending ones (thousands pile up while no leader acks)."""
 
     def __init__(self) -> None:
         self._seq = time.time_ns() // 1000
         self._pending: dict[int, Reliable] = {}
         self._sent_at: dict[int, float] = {}
+        self._order: list[int] = []  # pending seqs, sorted (dropped ones leave lazily: pending() skips them)
+        self._outputs: dict[str, list[int]] = {}  # execution id -> seqs of its output chunks
+        self._finished: dict[str, int] = {}  # execution id -> seq of its ExecutionFinished
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -74,15 +79,22 @@ class Outbox:
 
     def add(self, message: Reliable) -> None:
         self._seq = max(self._seq, message.seq)
+        if not self._order or message.seq > self._order[-1]:
+            self._order.append(message.seq)
+        else:  # a restored message
+            bisect.insort(self._order, message.seq)
         self._pending[message.seq] = message
         self._sent_at[message.seq] = time.monotonic()
+        if isinstance(message, OutputProduced):
+            self._outputs.setdefault(message.execution_id, []).append(message.seq)
+        elif isinstance(message, ExecutionFinished):
+            self._finished[message.execution_id] = message.seq
 
     def ack(self, seq: int) -> list[Reliable]:
         """Removes and returns every message with a seq up to `seq` (acks are cumulative)."""
-        acked = [m for s, m in self._pending.items() if s <= seq]
-        for message in acked:
-            del self._pending[message.seq]
-            del self._sent_at[message.seq]
+        upto = bisect.bisect_right(self._order, seq)
+        acked = [m for s in self._order[:upto] if (m := self._remove(s)) is not None]
+        del self._order[:upto]
         return acked
 
     def due(self, timeout_s: float) -> list[Reliable]:
@@ -94,22 +106,26 @@ class Outbox:
         return late
 
     def pending(self) -> list[Reliable]:
-        """In seq order (restored messages may have been added out of order)."""
-        return [self._pending[seq] for seq in sorted(self._pending)]
+        return [self._pending[seq] for seq in self._order if seq in self._pending]
 
     def finished(self, execution_id: str) -> ExecutionFinished | None:
-        for message in self._pending.values():
-            if isinstance(message, ExecutionFinished) and message.execution_id == execution_id:
-                return message
-        return None
+        message = self._pending.get(self._finished.get(execution_id, -1))
+        return message if isinstance(message, ExecutionFinished) else None
 
     def drop_output(self, execution_id: str) -> None:
         """Forgets unacked output chunks of a finished run: its ExecutionFinished carries the whole output,
         and this keeps memory bounded while no leader acks."""
-        for seq, message in list(self._pending.items()):
-            if isinstance(message, OutputProduced) and message.execution_id == execution_id:
-                del self._pending[seq]
-                del self._sent_at[seq]
+        for seq in self._outputs.pop(execution_id, []):
+            self._remove(seq)
+
+    def _remove(self, seq: int) -> Reliable | None:
+        message = self._pending.pop(seq, None)
+        if message is None:
+            return None
+        del self._sent_at[seq]
+        if isinstance(message, ExecutionFinished) and self._finished.get(message.execution_id) == seq:
+            del self._finished[message.execution_id]
+        return message
 
 
 class LeaderConnection:

@@ -347,7 +347,7 @@ class Dispatcher:
         active.record = msgspec.structs.replace(
             active.record, status="running", started_at=msg.started_at, node_name=msg.node
         )
-        await self.ledger.submit(Unit(update=[active.record]))
+        await self.ledger.submit(Unit(update=[active.record]), result=True)
         self.notifier.starting(active.job, active.record)
 
     async def on_output(self, msg: m.OutputProduced) -> None:
@@ -380,14 +380,23 @@ class Dispatcher:
 
     async def on_executor_lost(self, node: str) -> None:
         for active in [a for a in self.active.values() if a.record.node_name == node]:
-            if active.acked:
-                record = msgspec.structs.replace(
-                    active.record, status="failed", success=False, reason="executor lost",
-                    output=(active.output + "\n[cronbus] executor lost").lstrip("\n"), finished_at=now_utc(),
-                )  # fmt: skip
-                await self._finish(active, record)
-            elif await self._retarget(active):
+            if active.acked or self._may_have_run(active):
+                await self._lost(active)
+            elif await self._retarget(active):  # recorded for it, never sent: it goes elsewhere
                 await self._dispatch(active)
+
+    def _may_have_run(self, active: Active) -> bool:
+        """Sent and not confirmed, by this term or (adopted) an earlier one: only its executor knows whether it
+        runs, and the run is never sent to another one on a guess (semantics §3.4)."""
+        return bool(active.record.node_name) and (active.sent_at > 0 or active.record.term < self.term)
+
+    async def _lost(self, active: Active) -> None:
+        """Its executor is dead: the run failed (semantics §3.5), and retries apply."""
+        record = msgspec.structs.replace(
+            active.record, status="failed", success=False, reason="executor lost",
+            output=(active.output + "\n[cronbus] executor lost").lstrip("\n"), finished_at=now_utc(),
+        )  # fmt: skip
+        await self._finish(active, record)
 
     async def _finish(self, active: Active, record: Execution) -> None:
         """Writes the final record; schedules a retry, triggers children, deletes an ephemeral job."""
@@ -406,7 +415,7 @@ class Dispatcher:
             create=[retry] if retry else [],
             status={job.name: [_finished(record, retry.id if retry else None)]},
         )
-        outcome = await self.ledger.submit(unit)
+        outcome = await self.ledger.submit(unit, result=True)
         if outcome != "committed":  # fenced: this term is over, and the result must reach the next leader
             raise UnavailableError(f"result of {record.id} not recorded: {outcome}")
         # History is trimmed off this path, every tenth of history_limit records (see jobs_to_trim).
@@ -491,12 +500,13 @@ class Dispatcher:
                 continue  # not due yet (a retry in backoff, or a launch recorded ahead of its slot)
             if await self._expired(active, wall):
                 continue
-            placed = bool(active.sent_at or active.record.node_name)  # sent, or adopted from an earlier term
-            gone = placed and not self.registry.is_live(active.record.node_name)
-            if gone and now - self.started_at < self.registry.dead_after_s:
-                # Sent to an executor that is not here (maybe by the last leader, and maybe it ran): only after
-                # it had time to come back (a new leader's executors reconnect within a heartbeat or two) does
-                # the run go elsewhere.
+            if self._may_have_run(active) and not self.registry.is_live(active.record.node_name):
+                # Its executor is not here. One that this leader knows is judged by its heartbeats (it comes
+                # back, or on_executor_lost fails the run); one that never said hello to this leader gets the
+                # time executors take to reconnect after a leader change, then its run is lost.
+                never_seen = active.record.node_name not in self.registry.executors
+                if never_seen and now - self.started_at >= self.registry.dead_after_s:
+                    await self._lost(active)
                 continue
             await self._dispatch(active)
 

@@ -63,14 +63,17 @@ class Ledger:
         self.session = session
         self.statuses = statuses
         self._pending: deque[Unit] = deque()
+        self._results: deque[Unit] = deque()  # units that finish runs: written first, so results keep flowing
         self._wake = asyncio.Event()
         self.fenced = False
 
-    def submit(self, unit: Unit) -> asyncio.Future[Outcome]:
+    def submit(self, unit: Unit, *, result: bool = False) -> asyncio.Future[Outcome]:
+        """Queues a unit. Results (`result=True`) go before launches: when more runs are due than Consul takes
+        in, runs already under way still get recorded, and new ones wait (late, never lost)."""
         if self.fenced:
             unit.done.set_result("fenced")
         else:
-            self._pending.append(unit)
+            (self._results if result else self._pending).append(unit)
             self._wake.set()
         return unit.done
 
@@ -84,18 +87,19 @@ class Ledger:
         batch: list[Unit] = []
         try:
             while not self.fenced:
-                if not self._pending:
+                queue = self._results or self._pending
+                if not queue:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                batch = [self._pending.popleft()]
+                batch = [queue.popleft()]
                 ops, size = batch[0].size(), batch[0].nbytes()
                 # One operation of every transaction is the fence; status writes of one job merge into one; and
                 # Consul refuses a request body over 512 KiB (values travel base64-encoded, a third larger).
-                while self._pending and ops + self._pending[0].size() < MAX_TXN_OPS - 1:
-                    if size + self._pending[0].nbytes() > MAX_TXN_BYTES:
+                while queue := self._results or self._pending:
+                    if ops + queue[0].size() >= MAX_TXN_OPS - 1 or size + queue[0].nbytes() > MAX_TXN_BYTES:
                         break
-                    unit = self._pending.popleft()
+                    unit = queue.popleft()
                     batch.append(unit)
                     ops += unit.size()
                     size += unit.nbytes()
@@ -103,9 +107,10 @@ class Ledger:
                 batch = []
         finally:
             self.fenced = True
-            for unit in [*batch, *self._pending]:
+            for unit in [*batch, *self._results, *self._pending]:
                 if not unit.done.done():
                     unit.done.set_result("fenced")
+            self._results.clear()
             self._pending.clear()
 
     async def _commit(self, batch: list[Unit]) -> None:

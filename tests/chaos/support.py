@@ -178,16 +178,19 @@ async def settled(store: Store, jobs: list[Job], since: datetime, until: datetim
     return tally.lost == 0
 
 
-async def stale_running_ids(store: Store, records: dict[str, list[Execution]]) -> list[str]:
-    """Ids a job status still lists as running whose record is finished or gone (a leak in JobStatus.running)."""
-    _, statuses = await store.list_statuses()
-    by_id = {r.id: r for rs in records.values() for r in rs}
-    stale = []
-    for status, _index in statuses.values():
+async def stale_running_ids(store: Store) -> list[str]:
+    """Ids a job status lists as running whose record is finished or gone (a leak in JobStatus.running). A record
+    and its status change commit in one transaction, so: an id listed before the records were read must have a
+    record; a record finished when read must not be listed afterwards. (Jobs keep running meanwhile.)"""
+    _, before = await store.list_statuses()
+    by_id = {r.id: r for rs in (await all_executions(store)).values() for r in rs}
+    _, after = await store.list_statuses()
+    stale = [f"{i}:no record" for status, _ in before.values() for i in status.running if i not in by_id]
+    for status, _index in after.values():
         for exec_id in status.running:
             record = by_id.get(exec_id)
-            if record is None or record.status not in OPEN:
-                stale.append(f"{exec_id}:{record.status if record else 'no record'}")
+            if record is not None and record.status not in OPEN:
+                stale.append(f"{exec_id}:{record.status}")
     return stale
 
 

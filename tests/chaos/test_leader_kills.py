@@ -89,7 +89,7 @@ async def test_leader_killed_every_10s_under_load(
             await async_wait_until(window_settled, timeout_s=20, interval_s=1.0, what="every slot accounted for")
         records = await all_executions(store)
         tally = tally_slots(jobs, records, starts(executors), since, until)
-        stale = await stale_running_ids(store, records)
+        stale = await stale_running_ids(store)
         figures.add(
             Figures(
                 fault=f"leader kill -9 every 10 s ({len(takeovers)} kills, {JOBS} jobs/s, 3 executors)",
