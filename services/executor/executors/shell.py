@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import functools
 import grp
 import logging
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -111,10 +112,14 @@ class ShellExecutor(Executor):
 
         # Our own pipe, not PIPE: Process.wait() would also wait for the pipe to close, which a
         # background child holding it can delay forever.
+        missing = _not_executable(config.argv[0], config.cwd, env.get("PATH"))
+        if missing:
+            return fail(output, f"cannot start {config.argv[0]!r}: {missing}")
         read_fd, write_fd = os.pipe()
         pipe, pipe_closed = await _connect_output(read_fd, output)
         try:
             process = await asyncio.create_subprocess_exec(
+                *_launcher(),
                 *config.argv,
                 stdin=asyncio.subprocess.PIPE if config.payload is not None else asyncio.subprocess.DEVNULL,
                 stdout=write_fd,
@@ -122,7 +127,6 @@ class ShellExecutor(Executor):
                 cwd=config.cwd,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_executor,
                 user=identity.uid if identity else None,
                 group=identity.gid if identity else None,
                 extra_groups=identity.groups if identity else None,
@@ -225,15 +229,25 @@ async def _connect_output(read_fd: int, output: OutputBuffer) -> tuple[asyncio.R
     return transport, closed
 
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
+@functools.cache
+def _launcher() -> tuple[str, ...]:
+    """What a command is started through: util-linux's `setpriv --pdeathsig KILL`, so the run is SIGKILLed if the
+    executor dies (kill -9) and a run declared "executor lost" and retried elsewhere does not go on here as well.
+    (Its own children, if it leaves them behind, are not covered: a per-run cgroup would be.) A wrapper, not a
+    preexec_fn: Python code between fork and exec can deadlock in a process with threads, as ours has."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        logger.warning("setpriv (util-linux) not found: runs will outlive an executor killed with SIGKILL")
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--")
 
 
-def _die_with_executor() -> None:
-    """In the child before exec: SIGKILL it if the executor dies (e.g. kill -9), so a run declared "executor
-    lost" and retried elsewhere does not go on here as well. (Its own children, if it leaves them behind, are
-    not covered: a per-run cgroup would be.)"""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _not_executable(program: str, cwd: str | None, path: str | None) -> str:
+    """Why `program` cannot be started ("" when it can), checked before the launcher would find out."""
+    if os.sep in program:
+        target = os.path.join(cwd or os.getcwd(), program)
+        return "" if os.path.isfile(target) and os.access(target, os.X_OK) else "no such executable file"
+    return "" if shutil.which(program, path=path) else "not found in PATH"
 
 
 def _signal_name(number: int) -> str:
