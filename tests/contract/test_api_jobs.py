@@ -23,6 +23,7 @@ from cronbus.common.settings import ConsulSettings, GatewaySettings
 from cronbus.services.gateway.api.app import GatewayApp, create_app
 from cronbus.services.gateway.api.control import ControlError
 from cronbus.services.gateway.api.errors import handle_exception
+from tests.helpers import async_wait_until
 
 NODE = "gw-test"
 
@@ -295,8 +296,13 @@ async def test_an_invalid_stored_definition_is_reported_and_can_be_deleted(
     api: httpx.AsyncClient, consul: ConsulClient
 ) -> None:
     await consul.kv_put(keys.job("broken"), b'{"name": 42}')
-    response = await api.get("/v1/jobs/broken")
-    assert response.status_code == 409 and "invalid stored definition" in response.text
+
+    async def shown() -> httpx.Response | None:  # reads come from the view, a blocking query behind Consul
+        found = await api.get("/v1/jobs/broken")
+        return found if found.status_code != 404 else None
+
+    response = await async_wait_until(shown, timeout_s=5, what="the broken job in the view")
+    assert response is not None and response.status_code == 409 and "invalid stored definition" in response.text
     for _ in range(100):
         health = (await api.get("/health")).json()
         if health.get("invalid_jobs"):

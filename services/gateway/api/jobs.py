@@ -193,8 +193,7 @@ async def list_jobs(
 
 @get("/v1/jobs/{job:str}", summary="Show a job", responses=responses(404, 409, 503), opt=READ)
 async def show_job(job: FromPath[str], gw: Gateway) -> Job:
-    found, index = await gw.stored_job(job)
-    return await gw.api_job(found, index)
+    return await gw.viewed_job(job)
 
 
 @delete(

@@ -56,6 +56,14 @@ class GatewayState:
         stored = await self.store.get_job(name)
         return usable(stored, name)
 
+    async def viewed_job(self, name: str) -> Job:
+        """The job as the API shows it, from the in-memory view, kept current by blocking queries (a write through
+        this gateway answers only once the view has it, so a client reads what it wrote)."""
+        view = await self.ready_view()
+        job, index = usable(view.jobs.get(name), name)
+        found = view.statuses.get(name)
+        return self.table.api_job(job, found[0] if found else None, index, self.clock())
+
     async def api_job(self, job: Job, modify_index: int, status: JobStatus | None = None) -> Job:
         if status is None:
             status, _ = await self.store.get_status(job.name)
