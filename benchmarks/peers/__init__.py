@@ -1,0 +1,1 @@
+"""The schedulers cronbus is compared with, driven the same way as cronbus in the same run."""

@@ -1,0 +1,119 @@
+"""Throughput: runs per second end to end, each result recorded in Consul.
+
+noop: jobs every second spread over two executors, offered above the goal; the rate is the leader's committed
+results per second over the steady part of the run. shell: /bin/true jobs through one executor, against the
+machine's raw spawn rate measured in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from datetime import timedelta
+
+from benchmarks import limits, plots
+from benchmarks.cronbus_stack import (
+    FinishWatch,
+    Stack,
+    load_jobs,
+    noop_job,
+    recorded_total,
+    shell_true_job,
+    whole_second,
+)
+from benchmarks.report import at_least, at_most
+from benchmarks.scenarios import Ctx
+from benchmarks.support import Procs
+
+GOAL_NOOP_PER_S = 2000.0
+GOAL_SHELL_OF_RAW = 0.5
+WARMUP_S = 2.0
+SUSTAIN_OFFERED = (500,)  # full run only: a load below the goal, to see what is sustained
+SHELL_OFFERED_OF_RAW = 0.7
+
+
+class Throughput:
+    def __init__(self, offered: int, samples: list[tuple[float, int]], first: float, last: float, total: int) -> None:
+        self.offered = offered
+        self.samples = samples  # (wall time, results recorded so far)
+        self.total = total
+        self.stepped_down = 0
+        begin, end = first + WARMUP_S, last + 1.0
+        inside = [(t, c) for t, c in samples if begin <= t <= end]
+        if len(inside) >= 2 and inside[-1][0] > inside[0][0]:
+            self.rate = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+        else:
+            self.rate = float("nan")
+        self.series = [
+            (t1 - first, (c1 - c0) / (t1 - t0)) for (t0, c0), (t1, c1) in itertools.pairwise(samples) if t1 > t0
+        ]
+
+
+async def measure(ctx: Ctx, name: str, jobs: int, duration_s: int, executors: int, shell: bool) -> Throughput:
+    ctx.step(f"{name}: {jobs:,} jobs every second for {duration_s} s, {executors} executor(s)")
+    async with Stack(ctx.run_dir, name) as stack:
+        scheduler = stack.scheduler("scheduler-1")
+        procs = [stack.executor(f"executor-{i + 1}") for i in range(executors)]
+        await stack.ready(scheduler, procs)
+        first = whole_second(3.0)
+        last = first + timedelta(seconds=duration_s - 1)
+        make = shell_true_job if shell else noop_job
+        await load_jobs(stack.client, [make(f"job-{i}", "@every 1s", first, starts_at=first, expires_at=last)
+                                       for i in range(jobs)])  # fmt: skip
+        watch = FinishWatch(scheduler)
+        expected = jobs * duration_s
+        samples: list[tuple[float, int]] = []
+        # Sample until every run is recorded, or for a bounded while after the last slot.
+        deadline = last.timestamp() + ctx.size(2, 10)
+        while time.time() < deadline:
+            samples.append((time.time(), watch.poll()))
+            if samples[-1][1] >= expected:
+                break
+            await asyncio.sleep(0.25)
+        total = await recorded_total(stack.client)
+        result = Throughput(jobs, samples, first.timestamp(), last.timestamp(), total)
+        result.stepped_down = scheduler.log_text().count("leadership lost")
+        if result.stepped_down:
+            ctx.report.note("throughput", f"{name}: the leader stepped down {result.stepped_down} time(s) under load")
+        if total < expected:
+            ctx.report.note("throughput", f"{name}: {total:,} of {expected:,} runs recorded by the end")
+        return result
+
+
+async def run(ctx: Ctx) -> None:
+    scenario = "throughput"
+    duration = ctx.size(5, 30)
+    noop_jobs = 3000
+    noop = await measure(ctx, "throughput-noop", noop_jobs, duration, 2, shell=False)
+    ctx.report.note(scenario, f"noop: {noop_jobs:,} jobs every second (offered {noop_jobs:,}/s) for {duration} s, "
+                              f"2 executors; rate over the steady part (after the first {WARMUP_S:.0f} s)")  # fmt: skip
+    ctx.report.add(scenario, f"cronbus noop runs recorded per second ({noop_jobs:,}/s offered)", noop.rate, "/s",
+                   at_least(GOAL_NOOP_PER_S))  # fmt: skip
+    ctx.report.add(scenario, f"leader step-downs ({noop_jobs:,}/s offered)", noop.stepped_down, "count", at_most(0))
+    series = {f"cronbus noop, {noop_jobs:,}/s offered": noop.series}
+    if not ctx.quick:  # what it sustains below the goal, to size the gap
+        for offered in SUSTAIN_OFFERED:
+            low = await measure(ctx, f"throughput-noop-{offered}", offered, 20, 2, shell=False)
+            ctx.report.add(scenario, f"cronbus noop runs recorded per second ({offered:,}/s offered)", low.rate, "/s")
+            ctx.report.add(scenario, f"leader step-downs ({offered:,}/s offered)", low.stepped_down, "count",
+                           at_most(0))  # fmt: skip
+            series[f"cronbus noop, {offered:,}/s offered"] = low.series
+    if ctx.limits is None:
+        procs = Procs(ctx.run_dir)
+        try:
+            ctx.limits = await limits.measure(procs, ctx.quick)
+        finally:
+            procs.stop_all()
+    raw = ctx.limits.spawn_per_s
+    shell_jobs = max(100, round(raw * SHELL_OFFERED_OF_RAW))
+    shell = await measure(ctx, "throughput-shell", shell_jobs, duration, 1, shell=True)
+    ctx.report.note(scenario, f"shell: {shell_jobs:,} /bin/true jobs every second (offered {shell_jobs:,}/s, "
+                              f"{SHELL_OFFERED_OF_RAW}x the raw spawn rate) for {duration} s, 1 executor")  # fmt: skip
+    ctx.report.add(scenario, "cronbus shell /bin/true runs per second", shell.rate, "/s")
+    ctx.report.add(scenario, "leader step-downs (shell)", shell.stepped_down, "count", at_most(0))
+    ctx.report.add(scenario, "raw spawn rate (same run)", raw, "/s")
+    ctx.report.add(scenario, "cronbus shell rate / raw spawn rate", shell.rate / raw, "x", at_least(GOAL_SHELL_OF_RAW))
+    plots.rate(ctx, "throughput_noop.png", "noop runs recorded per second", series, GOAL_NOOP_PER_S)
+    plots.rate(ctx, "throughput_shell.png", f"/bin/true runs recorded per second ({shell_jobs:,} offered)",
+               {"cronbus shell": shell.series}, GOAL_SHELL_OF_RAW * raw)  # fmt: skip
