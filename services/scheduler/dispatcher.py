@@ -347,7 +347,7 @@ class Dispatcher:
         active.record = msgspec.structs.replace(
             active.record, status="running", started_at=msg.started_at, node_name=msg.node
         )
-        await self.ledger.submit(Unit(update=[active.record]), result=True)
+        await self.ledger.submit(Unit(update=[active.record]))
         self.notifier.starting(active.job, active.record)
 
     async def on_output(self, msg: m.OutputProduced) -> None:
@@ -415,7 +415,7 @@ class Dispatcher:
             create=[retry] if retry else [],
             status={job.name: [_finished(record, retry.id if retry else None)]},
         )
-        outcome = await self.ledger.submit(unit, result=True)
+        outcome = await self.ledger.submit(unit)
         if outcome != "committed":  # fenced: this term is over, and the result must reach the next leader
             raise UnavailableError(f"result of {record.id} not recorded: {outcome}")
         # History is trimmed off this path, every tenth of history_limit records (see jobs_to_trim).

@@ -63,17 +63,19 @@ class Ledger:
         self.session = session
         self.statuses = statuses
         self._pending: deque[Unit] = deque()
-        self._results: deque[Unit] = deque()  # units that finish runs: written first, so results keep flowing
+        self._updates: deque[Unit] = deque()  # units that change records of runs under way: written first
         self._wake = asyncio.Event()
         self.fenced = False
 
-    def submit(self, unit: Unit, *, result: bool = False) -> asyncio.Future[Outcome]:
-        """Queues a unit. Results (`result=True`) go before launches: when more runs are due than Consul takes
-        in, runs already under way still get recorded, and new ones wait (late, never lost)."""
+    def submit(self, unit: Unit) -> asyncio.Future[Outcome]:
+        """Queues a unit. Units that update records (a run started, finished, went to another executor) go before
+        the others, in the order they came: when more runs are due than Consul takes in, runs under way are still
+        recorded and new launches wait (late, never lost). Launches create records, so no update can be about a
+        record still waiting in the other queue."""
         if self.fenced:
             unit.done.set_result("fenced")
         else:
-            (self._results if result else self._pending).append(unit)
+            (self._updates if unit.update else self._pending).append(unit)
             self._wake.set()
         return unit.done
 
@@ -87,7 +89,7 @@ class Ledger:
         batch: list[Unit] = []
         try:
             while not self.fenced:
-                queue = self._results or self._pending
+                queue = self._updates or self._pending
                 if not queue:
                     self._wake.clear()
                     await self._wake.wait()
@@ -96,7 +98,7 @@ class Ledger:
                 ops, size = batch[0].size(), batch[0].nbytes()
                 # One operation of every transaction is the fence; status writes of one job merge into one; and
                 # Consul refuses a request body over 512 KiB (values travel base64-encoded, a third larger).
-                while queue := self._results or self._pending:
+                while queue := self._updates or self._pending:
                     if ops + queue[0].size() >= MAX_TXN_OPS - 1 or size + queue[0].nbytes() > MAX_TXN_BYTES:
                         break
                     unit = queue.popleft()
@@ -107,10 +109,10 @@ class Ledger:
                 batch = []
         finally:
             self.fenced = True
-            for unit in [*batch, *self._results, *self._pending]:
+            for unit in [*batch, *self._updates, *self._pending]:
                 if not unit.done.done():
                     unit.done.set_result("fenced")
-            self._results.clear()
+            self._updates.clear()
             self._pending.clear()
 
     async def _commit(self, batch: list[Unit]) -> None:

@@ -86,19 +86,26 @@ async def test_a_forgotten_session_does_not_keep_the_lock_forever(consul: Consul
     await lock.release()
 
 
-async def test_updates_of_one_record_in_one_batch_write_the_latest(consul: ConsulClient) -> None:
+async def test_updates_of_a_record_land_in_the_order_they_came(consul: ConsulClient) -> None:
+    """Updates are written before queued launches, in the order they came, and several of one record in one batch
+    write the latest: a run sent elsewhere and then finished never ends up pending again."""
     lock = await _lock(consul, "coalesce")
     assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
     store = Store(consul)
     ledger = Ledger(store, lock.session, {})
     created = ledger.submit(Unit(create=[_record("c1")]))
     runner = asyncio.create_task(ledger.run())
-    await asyncio.sleep(0)  # the runner takes the create and waits on Consul, so both updates queue behind it
-    running = msgspec.structs.replace(_record("c1"), status="running")
-    done = msgspec.structs.replace(_record("c1"), status="success")
-    updates = [ledger.submit(Unit(update=[running])), ledger.submit(Unit(update=[done]))]  # one batch: both queued
-    assert [await created, *await asyncio.gather(*updates)] == ["committed"] * 3
+    await asyncio.sleep(0)  # the runner takes the create and waits on Consul, so what follows queues behind it
+    moved = msgspec.structs.replace(_record("c1"), node_name="e2")
+    done = msgspec.structs.replace(_record("c1"), node_name="e2", status="success")
+    queued = [
+        ledger.submit(Unit(update=[moved])),
+        ledger.submit(Unit(create=[_record("c2")])),  # a launch, queued between the two updates
+        ledger.submit(Unit(update=[done])),
+    ]
+    assert [await created, *await asyncio.gather(*queued)] == ["committed"] * 4
     assert (await store.get_execution("job1", "c1")).status == "success"
+    assert (await store.get_execution("job1", "c2")).status == "pending"
     runner.cancel()
     await lock.release()
 
