@@ -57,5 +57,5 @@ def setup_logging(level: str = "info", fmt: str = "text", process: str = "") -> 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("asyncio", "aiohttp", "httpx", "httpcore", "uvicorn.access"):
+    for noisy in ("asyncio", "aiohttp", "httpx", "httpcore", "urllib3", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

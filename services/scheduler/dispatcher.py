@@ -15,7 +15,7 @@ from cronbus.common import messages as m
 from cronbus.common.bus import node_topic
 from cronbus.common.consul import keys
 from cronbus.common.consul.client import TxnOp
-from cronbus.common.errors import UnavailableError
+from cronbus.common.errors import NotFoundError, UnavailableError
 from cronbus.common.models import (
     FINISHED_STATUSES,
     ZERO_TIME,
@@ -153,6 +153,7 @@ class Dispatcher:
         self.notifier = notifier
         self.active: dict[str, Active] = {}  # by execution id; change it through _track and _untrack only
         self._by_job: dict[str, dict[str, Active]] = {}  # the same, by job name (no scan of all per launch)
+        self._finishing: set[str] = set()  # ids whose final record is being written (no longer in active)
         self._written: dict[str, int] = {}  # records written per job since the last history trim
         self.started_at = time.monotonic()
 
@@ -360,7 +361,7 @@ class Dispatcher:
         )
 
     async def on_finished(self, msg: m.ExecutionFinished) -> None:
-        active = self.active.get(msg.execution_id)
+        active = self.active.get(msg.execution_id) or await self._adopt_reported(msg.job_name, msg.execution_id)
         if active is None:
             return  # finished before (a resend), or its job is gone
         output, cut = fit_output(msg.output)
@@ -377,6 +378,19 @@ class Dispatcher:
             finished_at=msg.finished_at if msg.finished_at != ZERO_TIME else now_utc(),
         )
         await self._finish(active, record)
+
+    async def _adopt_reported(self, job_name: str, execution_id: str) -> Active | None:
+        """A result of a run this term does not track. If Consul has its record unfinished (an earlier term launched
+        it, and this one has not adopted it yet), adopt it: acknowledged, the result would be gone unrecorded."""
+        job = self._job(job_name)
+        if job is None or execution_id in self._finishing:
+            return None
+        try:
+            record = await self.ledger.store.get_execution(job_name, execution_id)
+        except NotFoundError:
+            return None
+        self.adopt(record, job)
+        return self.active.get(execution_id)
 
     async def on_executor_lost(self, node: str) -> None:
         for active in [a for a in self.active.values() if a.record.node_name == node]:
@@ -402,6 +416,13 @@ class Dispatcher:
         """Writes the final record; schedules a retry, triggers children, deletes an ephemeral job."""
         job = self._job(record.job_name) or active.job
         self._untrack(record)
+        self._finishing.add(record.id)
+        try:
+            await self._write_final(job, record)
+        finally:
+            self._finishing.discard(record.id)
+
+    async def _write_final(self, job: Job, record: Execution) -> None:
         retry: Execution | None = None
         if not record.success and record.status != "killed" and record.attempt <= job.retries:
             retry_id = execution_id(job.name, record.scheduled_at, record.attempt + 1)
