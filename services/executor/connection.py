@@ -61,15 +61,21 @@ class Handler(Protocol):
 
 
 class Outbox:
-    """Reliable messages not yet acknowledged, in seq order. Seqs grow across connections and restarts:
-    they start from the wall clock in microseconds and stay above every restored message. Every operation
-    costs about the messages it touches, not all pending ones (thousands pile up while no leader acks)."""
+    """Reliable messages not yet acknowledged. Seqs grow across connections and restarts: they start from the
+    wall clock in microseconds and stay above every restored message.
+
+    The leader handles messages in the order they arrive and acknowledges cumulatively, so an ack of one message
+    covers every message sent before it on the connection, whatever their seqs: results are not sent in seq order
+    (each waits for its own journal write). Every operation costs about the messages it touches, not all pending
+    ones (thousands pile up while no leader acks)."""
 
     def __init__(self) -> None:
         self._seq = time.time_ns() // 1000
         self._pending: dict[int, Reliable] = {}
         self._sent_at: dict[int, float] = {}
-        self._order: list[int] = []  # pending seqs, sorted (dropped ones leave lazily: pending() skips them)
+        self._sends = 0  # sends so far
+        self._send_number: dict[int, int] = {}  # seq -> the number of its latest send
+        self._order: list[tuple[int, int]] = []  # (send number, seq), in send order; superseded ones left lazily
         self._outputs: dict[str, list[int]] = {}  # execution id -> seqs of its output chunks
         self._finished: dict[str, int] = {}  # execution id -> seq of its ExecutionFinished
 
@@ -78,35 +84,42 @@ class Outbox:
         return self._seq
 
     def add(self, message: Reliable) -> None:
+        """A message about to be sent (or restored, to be sent at the next connection)."""
         self._seq = max(self._seq, message.seq)
-        if not self._order or message.seq > self._order[-1]:
-            self._order.append(message.seq)
-        else:  # a restored message
-            bisect.insort(self._order, message.seq)
         self._pending[message.seq] = message
-        self._sent_at[message.seq] = time.monotonic()
+        self.sending(message.seq)
         if isinstance(message, OutputProduced):
             self._outputs.setdefault(message.execution_id, []).append(message.seq)
         elif isinstance(message, ExecutionFinished):
             self._finished[message.execution_id] = message.seq
 
+    def sending(self, seq: int) -> None:
+        """Records that the message is being sent (again) now."""
+        self._sends += 1
+        self._send_number[seq] = self._sends
+        self._order.append((self._sends, seq))
+        self._sent_at[seq] = time.monotonic()
+
     def ack(self, seq: int) -> list[Reliable]:
-        """Removes and returns every message with a seq up to `seq` (acks are cumulative)."""
-        upto = bisect.bisect_right(self._order, seq)
-        acked = [m for s in self._order[:upto] if (m := self._remove(s)) is not None]
+        """Removes and returns `seq` and every message sent before it (acks are cumulative)."""
+        last = self._send_number.get(seq)
+        if last is None:
+            return []  # acknowledged before (a resend's ack)
+        upto = bisect.bisect_right(self._order, (last, seq))
+        acked = [m for n, s in self._order[:upto] if self._send_number.get(s) == n and (m := self._remove(s))]
         del self._order[:upto]
         return acked
 
     def due(self, timeout_s: float) -> list[Reliable]:
-        """Messages sent more than timeout_s ago without an ack, in seq order; marked as sent now."""
+        """Messages sent more than timeout_s ago without an ack, in seq order; recorded as sent now."""
         now = time.monotonic()
         late = [m for m in self.pending() if now - self._sent_at[m.seq] >= timeout_s]
         for message in late:
-            self._sent_at[message.seq] = now
+            self.sending(message.seq)
         return late
 
     def pending(self) -> list[Reliable]:
-        return [self._pending[seq] for seq in self._order if seq in self._pending]
+        return [self._pending[seq] for seq in sorted(self._pending)]
 
     def finished(self, execution_id: str) -> ExecutionFinished | None:
         message = self._pending.get(self._finished.get(execution_id, -1))
@@ -123,6 +136,7 @@ class Outbox:
         if message is None:
             return None
         del self._sent_at[seq]
+        del self._send_number[seq]
         if isinstance(message, ExecutionFinished) and self._finished.get(message.execution_id) == seq:
             del self._finished[message.execution_id]
         return message
@@ -179,6 +193,11 @@ class LeaderConnection:
     def send_reliable(self, message: Reliable) -> None:
         """Kept until acked, resent after the ack timeout and after every reconnect."""
         self.outbox.add(message)
+        self.send(message)
+
+    def resend(self, message: Reliable) -> None:
+        """Sends a message of the outbox again now (its ack then covers what was sent before this send)."""
+        self.outbox.sending(message.seq)
         self.send(message)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -301,7 +301,7 @@ class ExecutorService:
         """Answers a repeated dispatch of a finished run with its result again, while it is still known."""
         pending = self.connection.outbox.finished(execution_id)
         if pending is not None:  # not acked yet: the same message again
-            self.connection.send(pending)
+            self.connection.resend(pending)
             return
         result = self.results.get(execution_id)
         if result is not None:
