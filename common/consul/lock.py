@@ -55,6 +55,11 @@ class LeaderLock:
     def session(self) -> str:
         return self._session
 
+    @property
+    def lease_until(self) -> float:
+        """When the local lease runs out (on the lock's clock) unless renewed."""
+        return self._lease_until
+
     def is_leader(self) -> bool:
         return self.term > 0 and self._clock() < self._lease_until
 

@@ -4,7 +4,6 @@ faults by default; CRONBUS_CHAOS_FULL=1 runs the 2-minute version."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import time
@@ -16,12 +15,12 @@ from cronbus.common.consul.agent import DevAgent
 from cronbus.common.consul.store import Store
 from cronbus.common.models import Job, now_utc
 from tests.chaos.conftest import FigureSheet
-from tests.chaos.figures import Figures
 from tests.chaos.support import (
     all_executions,
     hold_until,
     new_leader,
-    settled,
+    settle,
+    slot_figures,
     stale_running_ids,
     starts,
     tally_slots,
@@ -84,32 +83,18 @@ async def test_leader_killed_every_10s_under_load(
 
         since, until = fault_start - timedelta(seconds=2), fault_end
 
-        async def window_settled() -> bool:
-            return await settled(store, jobs, since, until)
-
-        with contextlib.suppress(AssertionError):  # what is still missing is counted as lost below
-            await async_wait_until(window_settled, timeout_s=20, interval_s=1.0, what="every slot accounted for")
+        await settle(store, jobs, since, until)  # what is still missing by then is counted as lost below
         records = await all_executions(store)
         tally = tally_slots(jobs, records, starts(executors), since, until)
         stale = await stale_running_ids(store)
         figures.add(
-            Figures(
-                fault=f"leader kill -9 every 10 s ({len(takeovers)} kills, {JOBS} jobs/s, 3 executors)",
-                expected=tally.expected,
-                executed=tally.executed,
-                duplicated=tally.duplicated,
-                missed=tally.missed,
-                lost=tally.lost,
-                details={
-                    "fault_s": FAULT_S,
-                    "takeover_max_s": max(takeovers),
-                    "takeover_mean_s": statistics.mean(takeovers),
-                    "unfinished": tally.unfinished,
-                    "unexpected": tally.unexpected,
-                    "ran_but_missed": tally.ran_but_missed,
-                    "stale_running_ids": len(stale),
-                    "missed_reasons": "; ".join(f"{n}x {r}" for r, n in tally.missed_reasons.most_common(3)),
-                },
+            slot_figures(
+                f"leader kill -9 every 10 s ({len(takeovers)} kills, {JOBS} jobs/s, 3 executors)",
+                tally,
+                fault_s=FAULT_S,
+                takeover_max_s=max(takeovers),
+                takeover_mean_s=statistics.mean(takeovers),
+                stale_running_ids=len(stale),
             )
         )
         assert tally.expected >= JOBS * (FAULT_S - 2)

@@ -12,8 +12,7 @@ from cronbus.common.consul.agent import DevAgent
 from cronbus.common.consul.store import Store
 from cronbus.common.models import Job, now_utc
 from tests.chaos.conftest import FigureSheet
-from tests.chaos.figures import Figures
-from tests.chaos.support import all_executions, hold_until, new_leader, tally_slots, wait_leader
+from tests.chaos.support import all_executions, hold_until, new_leader, slot_figures, tally_slots, wait_leader
 from tests.helpers import Cluster, async_wait_until
 from tests.integration.scheduling import client, executions, executor_joined, finished, put_job
 
@@ -60,18 +59,12 @@ async def test_leader_restarted_at_once_under_its_name_gives_way(
             jobs, await all_executions(store), Counter(), killed, killed + timedelta(seconds=OBSERVE_S - 4)
         )
         figures.add(
-            Figures(
-                fault="leader kill -9, restarted at once under its name",
-                expected=tally.expected,
-                executed=tally.executed,
-                duplicated=tally.duplicated,
-                missed=tally.missed,
-                lost=tally.lost,
-                details={
-                    "new_leader_after_s": took_over_s,
-                    "lock_session": entry.session if entry is not None else "",
-                    "leader_term": first.term,
-                },
+            slot_figures(
+                "leader kill -9, restarted at once under its name",
+                tally,
+                new_leader_after_s=took_over_s,
+                lock_session=entry.session if entry is not None else "",
+                leader_term=first.term,
             )
         )
         assert 0 < took_over_s < 3 * LOCK_TTL_S, f"no new leader within {OBSERVE_S}s; lock held by {entry}"

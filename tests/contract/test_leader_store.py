@@ -4,7 +4,6 @@ launches are recognised when replayed, and a status changed by someone else is r
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime
 
 import msgspec
@@ -15,6 +14,7 @@ from cronbus.common.consul.lock import LeaderLock, LeaseKeeper
 from cronbus.common.consul.store import Store
 from cronbus.common.models import Execution, JobStatus
 from cronbus.services.scheduler.ledger import Ledger, Unit
+from tests.helpers import wait_until
 
 SLOT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -61,10 +61,13 @@ async def test_a_busy_event_loop_keeps_the_lease(consul: ConsulClient) -> None:
     the leader stays leader, and nobody else gets the lock."""
     lock, rival = await _lock(consul, "busy"), await _lock(consul, "rival")
     assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
+    first_lease = lock.lease_until
     keeper = LeaseKeeper(lock, interval_s=0.5)
     keeper.start()
     try:
-        time.sleep(5)  # noqa: ASYNC251 -- the point: an event loop that does not get back to its tasks
+        # A blocking wait, on purpose: the event loop does not get back to its tasks until the thread has renewed
+        # the lease past the whole TTL.
+        wait_until(lambda: lock.lease_until > first_lease + lock.ttl_s, timeout_s=10, what="a renewal past the TTL")
         assert lock.is_leader()
         assert not await rival.try_acquire("tcp://b:1", "tcp://b:2")
     finally:
