@@ -11,6 +11,8 @@ from pathlib import Path
 
 import msgspec
 
+from cronbus.services.executor.group_commit import GroupCommit
+
 log = logging.getLogger(__name__)
 
 KEEP_S = 24 * 3600.0
@@ -66,10 +68,7 @@ class SeenIds:
         self._entries: dict[str, _Entry] = {}  # oldest first
         self.max_term = 0
         self._lines = 0
-        self._writing = asyncio.Lock()
-        self._buffer: list[bytes] = []  # records waiting for the next flush
-        self._started = 0  # flushes begun
-        self._finished = 0  # flushes done
+        self._commit = GroupCommit(self._flush)  # one flush at a time: a compaction never misses an append
 
     def load(self) -> None:
         """Reads the file (blocking; call before serving). A damaged line is logged and skipped."""
@@ -128,22 +127,16 @@ class SeenIds:
             await self._write(_Term(term))
 
     async def _write(self, record: _Record) -> None:
-        """Returns once the record is on disk. Records written while a flush runs are flushed together by
-        the next one (group commit), so a burst of dispatches costs one fsync, not one each."""
-        self._buffer.append(_encoder.encode(record) + b"\n")
-        generation = self._started  # the flush that will carry this record
-        # One flush at a time, so a compaction's snapshot never misses a record appended meanwhile.
-        async with self._writing:
-            if self._finished > generation:
-                return  # an earlier caller's flush carried it
-            lines, self._buffer = self._buffer, []
-            self._started += 1
-            self._prune()
-            if self._lines > 4 * len(self._entries) + 1000:  # at most 2 records per id are needed
-                await asyncio.to_thread(self._compact, self._snapshot())  # the snapshot holds these changes
-            else:
-                await asyncio.to_thread(self._append, lines)
-            self._finished = self._started
+        """Returns once the record is on disk (group commit: a burst of dispatches costs one fsync, not one each)."""
+        await self._commit.write(_encoder.encode(record) + b"\n")
+
+    async def _flush(self, lines: list[bytes]) -> None:
+        self._prune()
+        if self._lines > 4 * len(self._entries) + 1000:  # at most 2 records per id are needed
+            # The snapshot holds these lines' changes already (the in-memory view changes first).
+            await asyncio.to_thread(self._compact, self._snapshot())
+        else:
+            await asyncio.to_thread(self._append, lines)
 
     def _prune(self) -> None:
         """Forgets the oldest ids that are both older than keep_s and beyond the last keep_count."""

@@ -1,4 +1,4 @@
-"""Finished results not yet acknowledged by a leader, one fsynced JSON file each, so a restart delivers them."""
+"""Finished results not yet acknowledged by a leader, in fsynced segment files, so a restart delivers them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from cronbus.common.messages import ExecutionFinished
+from cronbus.services.executor.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -18,49 +19,101 @@ _decoder = msgspec.json.Decoder(ExecutionFinished)
 
 
 class Journal:
-    """A directory of `<seq>.json` files, each one ExecutionFinished (JSON, so an operator can read it).
+    """A directory of segments: `<seq>.jsonl` files of ExecutionFinished, one JSON line each (an operator can
+    read them), named after the first seq they hold.
 
-    save() returns once the result is durable (file and directory fsynced); remove() is not fsynced:
-    a removal lost in a crash only means the leader receives a result twice, which it ignores.
+    save() returns once the result is durable (segment and directory fsynced). Results saved while a write is
+    under way go in the next segment together (group commit: a burst of N results costs two fsyncs, not 2N). A
+    segment is deleted once every result in it is acknowledged (remove()); deletion is not fsynced: one lost in a
+    crash only means the leader receives a result twice, which it ignores.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._segment_of: dict[int, Path] = {}  # seq -> its segment
+        self._left: dict[Path, set[int]] = {}  # segment -> seqs in it not yet removed
+        self._commit: GroupCommit[ExecutionFinished] = GroupCommit(self._write)
+        self._doomed: list[Path] = []  # empty segments to delete
+        self._deleting: asyncio.Task[None] | None = None
 
     def load(self) -> list[ExecutionFinished]:
-        """Every saved result, in seq order (blocking; call before serving). An unreadable file is renamed
-        to `*.bad`, logged and skipped."""
+        """Every saved result, in seq order (blocking; call before serving). A damaged line is logged and
+        skipped; a segment that cannot be read is renamed to `*.bad`. Single-result `<seq>.json` files of
+        earlier versions are read too."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        results = []
-        for path in sorted(self.directory.glob("*.json")):
-            try:
-                results.append(_decoder.decode(path.read_bytes()))
-            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.warning("unreadable journaled result path=%s: %s", path, exc)
-                path.replace(path.with_suffix(".bad"))
         for stale in self.directory.glob("*.tmp"):  # a save interrupted by a crash, never acknowledged as done
             stale.unlink()
+        results: list[ExecutionFinished] = []
+        for path in sorted([*self.directory.glob("*.jsonl"), *self.directory.glob("*.json")]):
+            try:
+                lines = path.read_bytes().splitlines()
+            except OSError as exc:
+                log.warning("unreadable journal segment path=%s: %s", path, exc)
+                path.replace(path.with_suffix(".bad"))
+                continue
+            kept = []
+            for number, line in enumerate(lines, 1):
+                try:
+                    kept.append(_decoder.decode(line))
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    log.warning("skipped damaged journaled result path=%s line=%d: %s", path, number, exc)
+            if not kept:
+                path.unlink()
+                continue
+            self._left[path] = {r.seq for r in kept}
+            self._segment_of.update((r.seq, path) for r in kept)
+            results.extend(kept)
         return sorted(results, key=lambda r: r.seq)
 
     async def save(self, result: ExecutionFinished) -> None:
-        await asyncio.to_thread(self._save, self._path(result.seq), _encoder.encode(result))
+        await self._commit.write(result)
 
-    async def remove(self, seq: int) -> None:
-        path = self._path(seq)
-        await asyncio.to_thread(path.unlink, missing_ok=True)
+    def remove(self, seq: int) -> None:
+        """Forgets an acknowledged result; its segment is deleted (in the background) once it holds no other."""
+        path = self._segment_of.pop(seq, None)
+        if path is None:
+            return
+        left = self._left[path]
+        left.discard(seq)
+        if not left:
+            del self._left[path]
+            self._doomed.append(path)
+            if self._deleting is None or self._deleting.done():
+                self._deleting = asyncio.create_task(self._delete())
 
-    def _path(self, seq: int) -> Path:
-        return self.directory / f"{seq:020d}.json"
+    def segments(self) -> int:
+        return len(self._left)
 
-    def _save(self, path: Path, data: bytes) -> None:
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        tmp.replace(path)
-        fd = os.open(self.directory, os.O_RDONLY)
+    async def _delete(self) -> None:
+        while self._doomed:
+            doomed, self._doomed = self._doomed, []
+            await asyncio.to_thread(_unlink_all, doomed)
+
+    async def _write(self, results: list[ExecutionFinished]) -> None:
+        path = self.directory / f"{results[0].seq:020d}.jsonl"
+        data = b"".join(_encoder.encode(r) + b"\n" for r in results)
+        await asyncio.to_thread(_write_durably, path, data)
+        self._left[path] = {r.seq for r in results}
+        self._segment_of.update((r.seq, path) for r in results)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    tmp.replace(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # a segment left behind is delivered again after a restart, and ignored
+            log.warning("could not delete journal segment path=%s: %s", path, exc)

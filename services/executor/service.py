@@ -42,6 +42,7 @@ from cronbus.common.settings import ExecutorSettings
 from cronbus.services.executor.connection import LeaderConnection, Reliable
 from cronbus.services.executor.dedupe import SeenIds
 from cronbus.services.executor.executors.base import EXECUTORS, RunRequest, RunResult, fail, get_executor
+from cronbus.services.executor.executors.shell import use_pidfd_child_watcher
 from cronbus.services.executor.journal import Journal
 from cronbus.services.executor.metrics import ExecutorMetrics
 from cronbus.services.executor.output import OutputBuffer
@@ -124,6 +125,7 @@ class ExecutorService:
 
     async def run(self, stop: asyncio.Event) -> None:
         halt = asyncio.Event()  # set once running executions are drained and results delivered
+        use_pidfd_child_watcher()
         try:
             await self._restore()
             await self.registration.register_with_retry(stop)
@@ -223,7 +225,7 @@ class ExecutorService:
 
     async def on_acked(self, message: Reliable) -> None:
         if isinstance(message, ExecutionFinished):
-            await self.journal.remove(message.seq)
+            self.journal.remove(message.seq)
             self._acked.set()
 
     async def on_peer(self, message: Welcome | KillRequested | QueryExecutions | ControlReply) -> None:

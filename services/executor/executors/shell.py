@@ -12,6 +12,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -227,6 +228,22 @@ async def _connect_output(read_fd: int, output: OutputBuffer) -> tuple[asyncio.R
         lambda: _PipeToOutput(output, closed), os.fdopen(read_fd, "rb", buffering=0)
     )
     return transport, closed
+
+
+@functools.cache
+def use_pidfd_child_watcher() -> None:
+    """Python 3.11 waits for each child in a thread of its own (ThreadedChildWatcher): a burst of short runs means
+    as many threads, and the executor thrashes. A pidfd watcher waits on the event loop instead (Linux >= 5.3; the
+    default from Python 3.12, where setting a watcher is deprecated). Call from the event loop, before any run."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # an older kernel: keep the threaded watcher
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
 
 
 @functools.cache

@@ -1,0 +1,114 @@
+"""The executor's durable state on a real disk: group commit, the result journal's segments, the seen ids."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from cronbus.common.messages import ExecutionFinished
+from cronbus.services.executor.dedupe import SeenIds
+from cronbus.services.executor.group_commit import GroupCommit
+from cronbus.services.executor.journal import Journal
+from tests.helpers import async_wait_until
+
+
+def _files(directory: Path, pattern: str = "*") -> list[Path]:
+    return sorted(directory.glob(pattern))
+
+
+async def _empty(directory: Path) -> bool:
+    return not _files(directory)
+
+
+def _result(seq: int) -> ExecutionFinished:
+    return ExecutionFinished(seq=seq, execution_id=f"job:{seq}", job_name="job", node="n", status="success")
+
+
+async def test_a_burst_of_writes_takes_two_flushes() -> None:
+    flushed: list[list[int]] = []
+
+    async def flush(items: list[int]) -> None:
+        await asyncio.sleep(0.01)
+        flushed.append(items)
+
+    commit = GroupCommit(flush)
+    await asyncio.gather(*(commit.write(i) for i in range(100)))
+    assert sorted(i for batch in flushed for i in batch) == list(range(100))
+    assert len(flushed) == 2  # the first writer's flush, then everyone who came during it
+
+
+async def test_a_failed_flush_fails_every_writer_it_held_and_not_later_ones() -> None:
+    calls = 0
+
+    async def flush(items: list[int]) -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        if calls == 2:
+            raise OSError("disk full")
+
+    commit = GroupCommit(flush)
+    first = asyncio.create_task(commit.write(0))
+    await asyncio.sleep(0)
+    held = [asyncio.create_task(commit.write(i)) for i in (1, 2, 3)]
+    outcomes = await asyncio.gather(first, *held, return_exceptions=True)
+    assert outcomes[0] is None
+    assert all(isinstance(o, OSError) for o in outcomes[1:])
+    await commit.write(4)  # the next flush works again
+
+
+async def test_journal_segments_survive_a_restart_and_go_once_acknowledged(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.load()
+    await asyncio.gather(*(journal.save(_result(seq)) for seq in range(1, 201)))
+    assert 1 <= len(_files(tmp_path, "*.jsonl")) <= 3
+
+    again = Journal(tmp_path)
+    assert [r.seq for r in again.load()] == list(range(1, 201))
+    for seq in range(1, 200):
+        again.remove(seq)
+    again.remove(12345)  # never saved: ignored
+    assert again.segments() == 1
+    again.remove(200)
+    await async_wait_until(lambda: _empty(tmp_path), 5, what="every segment deleted")
+
+
+async def test_journal_skips_a_damaged_line_and_reads_single_result_files(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.load()
+    await journal.save(_result(7))
+    segment = _files(tmp_path, "*.jsonl")[0]
+    segment.write_bytes(segment.read_bytes() + b'{"seq": "not a number"}\n')
+    (tmp_path / f"{3:020d}.json").write_bytes(b'{"seq":3,"execution_id":"job:3","job_name":"job","node":"n",'
+                                                b'"status":"failed"}')  # fmt: skip
+    (tmp_path / "crashed.tmp").write_bytes(b"half")
+    loaded = Journal(tmp_path)
+    assert [(r.seq, r.status) for r in loaded.load()] == [(3, "failed"), (7, "success")]
+    assert not _files(tmp_path, "*.tmp")
+    loaded.remove(3)
+    loaded.remove(7)
+    await async_wait_until(lambda: _empty(tmp_path), 5, what="every segment deleted")
+
+
+async def test_seen_ids_group_commit_and_reload(tmp_path: Path) -> None:
+    path = tmp_path / "seen.jsonl"
+    seen = SeenIds(path)
+    seen.load()
+    await asyncio.gather(*(seen.accept(f"job:{i}", "job") for i in range(50)))
+    await asyncio.gather(*(seen.finish(f"job:{i}") for i in range(0, 50, 2)))
+    await seen.see_term(9)
+    reloaded = SeenIds(path)
+    reloaded.load()
+    assert "job:49" in reloaded and reloaded.max_term == 9
+    assert sorted(eid for eid, _ in reloaded.unfinished()) == sorted(f"job:{i}" for i in range(1, 50, 2))
+
+
+@pytest.mark.parametrize("count", [1, 64])
+async def test_journal_save_is_on_disk_when_it_returns(tmp_path: Path, count: int) -> None:
+    journal = Journal(tmp_path)
+    journal.load()
+    await asyncio.gather(*(journal.save(_result(seq)) for seq in range(1, count + 1)))
+    on_disk = b"".join(p.read_bytes() for p in _files(tmp_path, "*.jsonl"))
+    assert on_disk.count(b"\n") == count
