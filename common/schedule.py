@@ -60,6 +60,7 @@ _NS_PER_UNIT: Final = {
 _DURATION_PART: Final = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and the leader asks for the same few durations for every run
 def parse_duration(text: str) -> timedelta:
     """Parse a Go duration ("1h30m10s", "90s", "1.5h", "500ms", "-2m"); sub-microsecond parts are dropped.
 

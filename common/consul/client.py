@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any, cast
@@ -12,7 +11,6 @@ import aiohttp
 import consul
 import consul.aio
 import msgspec
-from consul.callback import CB
 
 from cronbus.common.errors import ConsulError
 
@@ -56,6 +54,46 @@ def _entry(raw: dict[str, Any]) -> KVEntry:
         lock_index=int(raw.get("LockIndex", 0)),
         session=raw.get("Session") or "",
     )
+
+
+class _TxnKV(msgspec.Struct):
+    Key: str
+    Value: bytes | None = None  # base64 in the JSON
+    ModifyIndex: int = 0
+    LockIndex: int = 0
+    Session: str | None = None
+
+
+class _TxnResult(msgspec.Struct):
+    KV: _TxnKV | None = None
+
+
+class _TxnResults(msgspec.Struct):
+    Results: list[_TxnResult] | None = None
+
+
+class _TxnErrorJSON(msgspec.Struct):
+    OpIndex: int = -1
+    What: str = ""
+
+
+class _TxnErrors(msgspec.Struct):
+    Errors: list[_TxnErrorJSON] | None = None
+
+
+_json = msgspec.json.Encoder()
+_txn_results = msgspec.json.Decoder(_TxnResults)
+_txn_errors = msgspec.json.Decoder(_TxnErrors)
+
+
+def _code_and_body(response: Any) -> tuple[int, str]:
+    """A py-consul callback that leaves the answer to the caller."""
+    return int(response.code), str(response.body)
+
+
+def _txn_entry(kv: _TxnKV) -> KVEntry:
+    value, session = kv.Value or b"", kv.Session or ""
+    return KVEntry(key=kv.Key, value=value, modify_index=kv.ModifyIndex, lock_index=kv.LockIndex, session=session)
 
 
 class ConsulClient:
@@ -136,7 +174,7 @@ class ConsulClient:
         for op in ops:
             kv: dict[str, Any] = {"Verb": op.verb, "Key": op.key}
             if op.verb in ("set", "cas", "lock", "unlock"):
-                kv["Value"] = base64.b64encode(op.value).decode()
+                kv["Value"] = op.value  # msgspec encodes bytes as base64, as Consul wants
             if op.verb in ("cas", "delete-cas", "check-index"):
                 kv["Index"] = op.index
             if op.session:
@@ -144,22 +182,25 @@ class ConsulClient:
             payload.append({"KV": kv})
         try:
             api = self._api()
-            # py-consul's txn.put() sends no ACL token, so the request is made here with it.
-            raw = await api.http.put(CB.json(), "/v1/txn", data=json.dumps(payload), headers=api.prepare_headers())
-        except consul.ConsulException as exc:
-            # Consul answers a rolled-back transaction with 409 and the errors as JSON.
-            status, _, body = str(exc).partition(" ")
-            if status == "409":
-                try:
-                    errors = json.loads(body).get("Errors") or []
-                except ValueError:
-                    errors = [{"OpIndex": -1, "What": body}]
-                return False, [], [TxnError(int(e.get("OpIndex", -1)), str(e.get("What", ""))) for e in errors]
+            # py-consul's txn.put() sends no ACL token, so the request is made here with it; the answer is decoded
+            # with msgspec (the leader's hot path: a transaction's answer lists every key it wrote).
+            code, body = await api.http.put(_code_and_body, "/v1/txn", data=_json.encode(payload),
+                                            headers=api.prepare_headers())  # fmt: skip
+        except (consul.ConsulException, aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ConsulError(f"consul txn failed: {exc}") from exc
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ConsulError(f"consul txn failed: {exc}") from exc
-        results = [_entry(r["KV"]) for r in raw.get("Results") or [] if r.get("KV")]
-        return True, results, []
+        if code == 409:  # a rolled-back transaction: the errors name the failing operations
+            try:
+                errors = _txn_errors.decode(body).Errors or []
+            except msgspec.DecodeError:
+                errors = [_TxnErrorJSON(What=str(body))]
+            return False, [], [TxnError(e.OpIndex, e.What) for e in errors]
+        if code != 200:
+            raise ConsulError(f"consul txn failed: {code} {body}")
+        try:
+            results = _txn_results.decode(body).Results or []
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ConsulError(f"consul txn answer unreadable: {exc}") from exc
+        return True, [_txn_entry(r.KV) for r in results if r.KV is not None], []
 
     # ---- sessions -------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 StatusChange = Callable[[JobStatus], JobStatus]
 Outcome = Literal["committed", "exists", "fenced"]
 MAX_TXN_BYTES = 300_000
+IN_FLIGHT = 8  # transactions under way at once (Consul applies concurrent ones together: several times the rate)
+SCAN = 512  # units looked at for one batch, past ones blocked by a transaction in flight
 
 
 class Unit:
@@ -40,9 +42,18 @@ class Unit:
         self.status = status or {}
         self.delete = delete or []
         self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._keys: set[str] | None = None
 
     def size(self) -> int:
         return len(self.create) + len(self.update) + len(self.status) + len(self.delete)
+
+    def touched(self) -> set[str]:
+        """What the unit writes: record keys and the names of the jobs whose status it changes."""
+        if self._keys is None:
+            self._keys = {keys.execution(r.job_name, r.id) for r in (*self.create, *self.update)}
+            self._keys.update(self.status)
+            self._keys.update(op.key for op in self.delete)
+        return self._keys
 
     def nbytes(self) -> int:
         """About how many bytes the unit adds to a transaction request."""
@@ -83,37 +94,66 @@ class Ledger:
         return self.statuses.get(name, (JobStatus(), 0))[0]
 
     async def run(self) -> None:
-        """Flushes units as they come, as many per transaction as fit. Ends when fenced; when it ends for any
-        reason (cancelled at the end of the term included), every unit not committed resolves as "fenced",
-        so nothing waits for it forever."""
-        batch: list[Unit] = []
+        """Flushes units as they come, as many per transaction as fit, with up to IN_FLIGHT transactions at once.
+        Ends when fenced; when it ends for any reason (cancelled at the end of the term included), every unit not
+        committed resolves as "fenced", so nothing waits for it forever."""
+        in_flight: dict[asyncio.Task[None], tuple[list[Unit], set[str]]] = {}
         try:
             while not self.fenced:
-                queue = self._updates or self._pending
-                if not queue:
-                    self._wake.clear()
-                    await self._wake.wait()
+                busy = {key for _, keys_ in in_flight.values() for key in keys_}
+                batch = self._take(busy) if len(in_flight) < IN_FLIGHT else []
+                if batch:
+                    task = asyncio.create_task(self._commit(batch))
+                    in_flight[task] = (batch, {key for unit in batch for key in unit.touched()})
                     continue
-                batch = [queue.popleft()]
-                ops, size = batch[0].size(), batch[0].nbytes()
-                # One operation of every transaction is the fence; status writes of one job merge into one; and
-                # Consul refuses a request body over 512 KiB (values travel base64-encoded, a third larger).
-                while queue := self._updates or self._pending:
-                    if ops + queue[0].size() >= MAX_TXN_OPS - 1 or size + queue[0].nbytes() > MAX_TXN_BYTES:
-                        break
-                    unit = queue.popleft()
-                    batch.append(unit)
-                    ops += unit.size()
-                    size += unit.nbytes()
-                await self._commit(batch)
-                batch = []
+                # Wait for a transaction to end, or (with room for another) for a new unit.
+                self._wake.clear()
+                woken = asyncio.ensure_future(self._wake.wait())
+                waits: list[asyncio.Future[Any]] = [*in_flight, *([woken] if len(in_flight) < IN_FLIGHT else [])]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
+                for task in [t for t in in_flight if t.done()]:
+                    del in_flight[task]
+                    task.result()  # a bug in _commit ends the ledger (and the term), never silently
         finally:
             self.fenced = True
-            for unit in [*batch, *self._updates, *self._pending]:
+            for task in in_flight:
+                task.cancel()
+            for unit in [*(u for batch, _ in in_flight.values() for u in batch), *self._updates, *self._pending]:
                 if not unit.done.done():
                     unit.done.set_result("fenced")
             self._updates.clear()
             self._pending.clear()
+
+    def _take(self, busy: set[str]) -> list[Unit]:
+        """The next batch: queued units (updates first, each queue in order) that fit in one transaction and
+        touch no key of a transaction in flight. A unit passed over blocks its keys for the units after it, so the
+        writes of one key stay in the order they came. Looks at most SCAN units ahead."""
+        batch: list[Unit] = []
+        blocked = set(busy)
+        ops = size = scanned = 0
+        for queue in (self._updates, self._pending):
+            passed: list[Unit] = []
+            while queue and scanned < SCAN:
+                unit = queue[0]
+                # One operation of every transaction is the fence; status writes of one job merge into one; and
+                # Consul refuses a request body over 512 KiB (values travel base64-encoded, a third larger).
+                if batch and (ops + unit.size() >= MAX_TXN_OPS - 1 or size + unit.nbytes() > MAX_TXN_BYTES):
+                    break
+                queue.popleft()
+                scanned += 1
+                unit_keys = unit.touched()
+                if blocked.isdisjoint(unit_keys):
+                    batch.append(unit)
+                    ops += unit.size()
+                    size += unit.nbytes()
+                else:
+                    passed.append(unit)
+                    blocked.update(unit_keys)
+            queue.extendleft(reversed(passed))
+        return batch
 
     async def _commit(self, batch: list[Unit]) -> None:
         for _ in range(20):
