@@ -225,5 +225,8 @@ def decode(decoder: msgspec.msgpack.Decoder[T], frame: bytes, *, source: str) ->
         return None
 
 
+OUTPUT_TOPIC = b"out:"
+
+
 def output_topic(execution_id: str) -> bytes:
-    return b"out:" + execution_id.encode() + b"\0"
+    return OUTPUT_TOPIC + execution_id.encode() + b"\0"

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import msgspec
@@ -15,7 +16,7 @@ from cronbus.common import messages as m
 from cronbus.common.bus import node_topic
 from cronbus.common.consul import keys
 from cronbus.common.consul.client import TxnOp
-from cronbus.common.errors import NotFoundError, UnavailableError
+from cronbus.common.errors import ConsulError, NotFoundError, UnavailableError
 from cronbus.common.models import (
     FINISHED_STATUSES,
     ZERO_TIME,
@@ -27,7 +28,7 @@ from cronbus.common.models import (
     now_utc,
 )
 from cronbus.common.schedule import parse_duration
-from cronbus.services.scheduler.ledger import Ledger, Unit
+from cronbus.services.scheduler.ledger import Ledger, Outcome, Unit
 from cronbus.services.scheduler.metrics import SchedulerMetrics
 from cronbus.services.scheduler.notify import Notifier
 from cronbus.services.scheduler.registry import ExecutorRegistry, NoTargetError
@@ -39,8 +40,8 @@ MAX_OUTPUT_JSON = 300_000  # bytes of a record's output once JSON-encoded
 MAX_BACKOFF = timedelta(minutes=5)
 FAN_OUT_CHUNK = 60  # records per ledger unit (a transaction holds 64 operations)
 
-Publish = Callable[[bytes, msgspec.Struct], Awaitable[None]]
-SendTo = Callable[[bytes, msgspec.Struct], Awaitable[None]]
+Publish = Callable[[bytes, msgspec.Struct], None]  # sends at once, never blocks (see SchedulerService._publish)
+SendTo = Callable[[bytes, msgspec.Struct], None]
 
 
 class Active(msgspec.Struct, kw_only=True):
@@ -53,6 +54,21 @@ class Active(msgspec.Struct, kw_only=True):
     sends: int = 0  # dispatches sent to the current target
     refusals: int = 0  # of those, refused
     output: str = ""
+    holds: str = ""  # the executor this run holds a slot of (sent there, not finished): see Dispatcher._slots
+    waiting: bool = False  # held back: its executor has no free slot
+
+
+def _by_slot(
+    due: list[tuple[Job, datetime]],
+    pending: list[tuple[str, list[Execution], list[asyncio.Future[Outcome]]]],
+    outcomes: list[tuple[str, list[str]]],
+) -> dict[datetime, list[Execution]]:
+    """The records of the launches that went ahead, by slot."""
+    slots: dict[datetime, list[Execution]] = {}
+    for (_, slot), (_, records, _), (outcome, _) in zip(due, pending, outcomes, strict=True):
+        if outcome == "launched":
+            slots.setdefault(slot, []).extend(records)
+    return slots
 
 
 # ---- status changes (pure: they return new structs, never mutate) -----------------------------------------
@@ -155,6 +171,12 @@ class Dispatcher:
         self._by_job: dict[str, dict[str, Active]] = {}  # the same, by job name (no scan of all per launch)
         self._finishing: set[str] = set()  # ids whose final record is being written (no longer in active)
         self._written: dict[str, int] = {}  # records written per job since the last history trim
+        # Flow control: runs sent to an executor and not finished hold one of its `capacity` slots; a run for a
+        # full executor waits here and goes when a slot frees, so an overloaded executor is not flooded with runs
+        # it must refuse (and the leader does not resend refused runs in a loop).
+        self._slots: dict[str, int] = {}  # node -> slots held
+        self._waiting: dict[str, deque[Active]] = {}  # node -> runs waiting for a slot, oldest first
+        self._freed: set[str] = set()  # nodes with waiting runs and a slot freed since _send_waiting ran
         self.started_at = time.monotonic()
 
     # ---- recovery --------------------------------------------------------------------------------------
@@ -163,14 +185,17 @@ class Dispatcher:
         """An unfinished execution found in Consul at takeover (or on a replayed launch)."""
         if record.id in self.active or record.status in FINISHED_STATUSES:
             return
-        self._track(Active(record=record, job=job, acked=record.status == "running"))
+        active = Active(record=record, job=job, acked=record.status == "running")
+        if record.node_name:  # sent by an earlier term, perhaps running: it holds a slot until resolved
+            self._hold_slot(active)
+        self._track(active)
 
     def _track(self, active: Active) -> None:
         self.active[active.record.id] = active
         self._by_job.setdefault(active.record.job_name, {})[active.record.id] = active
 
     def _untrack(self, record: Execution) -> None:
-        self.active.pop(record.id)
+        self._free_slot(self.active.pop(record.id))
         of_job = self._by_job[record.job_name]
         of_job.pop(record.id)
         if not of_job:
@@ -190,29 +215,52 @@ class Dispatcher:
     def running_of(self, name: str) -> list[Active]:
         return list(self._by_job.get(name, {}).values())
 
-    async def launch(
-        self, job: Job, slot: datetime, *, manual: bool = False, attempt: int = 1, reason: str = ""
-    ) -> tuple[str, list[str]]:
+    async def launch(self, job: Job, slot: datetime, *, manual: bool = False) -> tuple[str, list[str]]:
         """Records the launch of one slot in Consul, then dispatches it. Returns (outcome, execution ids):
         outcome is "launched", "skipped" (concurrency forbid), "exists" (already launched: replayed), or
         "fenced" (no longer leader)."""
-        base = execution_id(job.name, slot, attempt)
+        return (await self.launch_many([(job, slot)], manual=manual))[0]
+
+    async def launch_many(
+        self, due: list[tuple[Job, datetime]], *, manual: bool = False
+    ) -> list[tuple[str, list[str]]]:
+        """launch() of many slots at once: every launch record is submitted before any is awaited, so they share
+        transactions, and each run is dispatched at its slot. Outcomes in the order of `due`; a launch that failed
+        (Consul refused it 20 times) is logged and reported "fenced"."""
+        pending = [await self._submit_launch(job, slot, manual) for job, slot in due]
+        outcomes: list[tuple[str, list[str]]] = []
+        for (job, _), (kind, records, chunks) in zip(due, pending, strict=True):
+            try:
+                outcomes.append(await self._launched(job, kind, records, chunks))
+            except ConsulError as exc:
+                log.error("launch not recorded job=%s: %s", job.name, exc)
+                outcomes.append(("fenced", []))
+        for slot, records in sorted(_by_slot(due, pending, outcomes).items()):
+            early_s = (slot - now_utc()).total_seconds()
+            if early_s > 0:  # recorded ahead of time (the planner's lead); dispatched at the slot itself
+                await asyncio.sleep(early_s)
+            for record in records:
+                launched = self.active.get(record.id)
+                if launched is not None and not launched.sent_at:  # the tick may have sent it already
+                    await self._dispatch(launched)
+        return outcomes
+
+    async def _submit_launch(
+        self, job: Job, slot: datetime, manual: bool
+    ) -> tuple[str, list[Execution], list[asyncio.Future[Outcome]]]:
+        """Queues the records of one launch: ("skipped", [its record], [future]) under concurrency forbid, else
+        ("launch", records, a future per chunk of records)."""
+        base = execution_id(job.name, slot, 1)
         running = self.running_of(job.name)
         if running and job.concurrency == "forbid":
-            record = self._record(job, base, slot, attempt, manual)
             record = msgspec.structs.replace(
-                record,
+                self._record(job, base, slot, 1, manual),
                 status="skipped",
                 finished_at=now_utc(),
                 reason="previous run still running (concurrency forbid)",
             )
-            outcome = await self.ledger.submit(
-                Unit(create=[record], status={job.name: [_slot_done(slot)]} if not manual else {})
-            )
-            if outcome == "committed":
-                self.metrics.skipped.inc()
-                return "skipped", [record.id]
-            return outcome, [record.id]
+            unit = Unit(create=[record], status={job.name: [_slot_done(slot)]} if not manual else {})
+            return "skipped", [record], [self.ledger.submit(unit)]
         if running and job.concurrency == "replace":
             for active in running:
                 await self.kill(active.record.id, why="replaced by a newer run (concurrency replace)")
@@ -221,31 +269,42 @@ class Dispatcher:
         except NoTargetError:
             targets = [""]  # recorded, waiting for a matching executor (up to the catch-up window)
         if len(targets) == 1:
-            records = [msgspec.structs.replace(self._record(job, base, slot, attempt, manual), node_name=targets[0])]
+            records = [msgspec.structs.replace(self._record(job, base, slot, 1, manual), node_name=targets[0])]
         else:
             records = [
-                msgspec.structs.replace(self._record(job, f"{base}.{node}", slot, attempt, manual), node_name=node)
+                msgspec.structs.replace(self._record(job, f"{base}.{node}", slot, 1, manual), node_name=node)
                 for node in targets
             ]
-        outcome = "committed"
+        chunks = []
         for start in range(0, len(records), FAN_OUT_CHUNK):
             chunk = records[start : start + FAN_OUT_CHUNK]
             change = _launched([r.id for r in chunk], None if manual else slot)
-            outcome = await self.ledger.submit(Unit(create=chunk, status={job.name: [change]}))
-            if outcome == "fenced":
-                return "fenced", []
-            if outcome == "exists":
-                self.metrics.deduplicated.inc()
-                return "exists", [r.id for r in records]
-            for record in chunk:
-                self._track(Active(record=record, job=job))
-        early_s = (slot - now_utc()).total_seconds()
-        if early_s > 0:  # recorded ahead of time (the planner's lead); dispatched at the slot itself
-            await asyncio.sleep(early_s)
-        for record in records:
-            launched = self.active.get(record.id)
-            if launched is not None and not launched.sent_at:  # the tick may have sent it already
-                await self._dispatch(launched)
+            chunks.append(self.ledger.submit(Unit(create=chunk, status={job.name: [change]})))
+        return "launch", records, chunks
+
+    async def _launched(
+        self, job: Job, kind: str, records: list[Execution], chunks: list[asyncio.Future[Outcome]]
+    ) -> tuple[str, list[str]]:
+        """Waits for a launch's records; tracks the ones committed."""
+        outcomes = [await chunk for chunk in chunks]
+        if kind == "skipped":
+            if outcomes[0] == "committed":
+                self.metrics.skipped.inc()
+                return "skipped", [records[0].id]
+            return outcomes[0], [records[0].id]
+        if "fenced" in outcomes:
+            return "fenced", []
+        existing: list[str] = []
+        for start, outcome in zip(range(0, len(records), FAN_OUT_CHUNK), outcomes, strict=True):
+            chunk = records[start : start + FAN_OUT_CHUNK]
+            if outcome == "exists":  # launched by an earlier term (a replay): the caller adopts what it became
+                existing.extend(r.id for r in chunk)
+            else:
+                for record in chunk:
+                    self._track(Active(record=record, job=job))
+        if existing:
+            self.metrics.deduplicated.inc()
+            return "exists", existing
         return "launched", [r.id for r in records]
 
     def _record(self, job: Job, exec_id: str, slot: datetime, attempt: int, manual: bool) -> Execution:
@@ -274,11 +333,17 @@ class Dispatcher:
 
     async def _dispatch(self, active: Active) -> None:
         record = active.record
-        if record.due_at > now_utc() or not self._is_leader():
+        if record.due_at > now_utc() or not self._is_leader() or active.waiting:
             return
         needs_target = not record.node_name or not self.registry.is_live(record.node_name)
         if needs_target and not await self._retarget(active):
             return
+        if not active.holds:
+            if self._full(active.record.node_name):
+                active.waiting = True
+                self._waiting.setdefault(active.record.node_name, deque()).append(active)
+                return
+            self._hold_slot(active)
         active.sent_at = time.monotonic()
         active.sends += 1
         job = active.job
@@ -288,7 +353,7 @@ class Dispatcher:
                 timeout_s = parse_duration(job.timeout).total_seconds()
             except ValueError:
                 timeout_s = None
-        await self._publish(
+        self._publish(
             node_topic(active.record.node_name),
             m.Dispatch(
                 term=self.term,
@@ -314,11 +379,42 @@ class Dispatcher:
             node = self.registry.select(active.job.tags, exclude=frozenset({active.record.node_name}))[0]
         except NoTargetError:
             return False
+        self._free_slot(active)
         active.record = msgspec.structs.replace(active.record, node_name=node)
-        active.acked = False
+        active.acked = active.waiting = False
         active.sends = active.refusals = 0
         outcome = await self.ledger.submit(Unit(update=[active.record]))
         return outcome == "committed"
+
+    # ---- flow control ---------------------------------------------------------------------------------
+
+    def _full(self, node: str) -> bool:
+        state = self.registry.executors.get(node)
+        return state is not None and self._slots.get(node, 0) >= state.capacity
+
+    def _hold_slot(self, active: Active) -> None:
+        active.holds = active.record.node_name
+        self._slots[active.holds] = self._slots.get(active.holds, 0) + 1
+
+    def _free_slot(self, active: Active) -> None:
+        if active.holds:
+            self._slots[active.holds] -= 1
+            if active.holds in self._waiting:
+                self._freed.add(active.holds)
+            active.holds = ""
+
+    async def _send_waiting(self) -> None:
+        """Sends runs that waited for a slot, as slots free."""
+        while self._freed:
+            node = self._freed.pop()
+            queue = self._waiting.get(node)
+            while queue and not self._full(node):
+                active = queue.popleft()
+                if active.waiting and active.record.node_name == node and active.record.id in self.active:
+                    active.waiting = False
+                    await self._dispatch(active)
+            if not queue:
+                self._waiting.pop(node, None)
 
     # ---- from executors --------------------------------------------------------------------------------
 
@@ -356,7 +452,7 @@ class Dispatcher:
         if active is None:
             return
         active.output = (active.output + msg.chunk)[-OUTPUT_LIMIT:]
-        await self._publish(
+        self._publish(
             m.output_topic(msg.execution_id), m.OutputPublished(execution_id=msg.execution_id, chunk=msg.chunk)
         )
 
@@ -418,6 +514,7 @@ class Dispatcher:
         self._untrack(record)
         self._finishing.add(record.id)
         try:
+            await self._send_waiting()  # its slot is free: the next run for that executor goes now
             await self._write_final(job, record)
         finally:
             self._finishing.discard(record.id)
@@ -443,7 +540,7 @@ class Dispatcher:
         self._written[job.name] = self._written.get(job.name, 0) + 1
         self.metrics.finished.inc(status=record.status)
         self.notifier.finished(job, record)
-        await self._publish(m.output_topic(record.id), m.ExecutionEnded(execution_id=record.id, status=record.status))
+        self._publish(m.output_topic(record.id), m.ExecutionEnded(execution_id=record.id, status=record.status))
         log.info(
             "execution finished job=%s exec=%s status=%s node=%s", job.name, record.id, record.status, record.node_name
         )
@@ -488,7 +585,7 @@ class Dispatcher:
             return False
         state = self.registry.executors.get(active.record.node_name)
         if active.acked and state is not None:
-            await self._send_to(state.identity, m.KillRequested(execution_id=exec_id, term=self.term))
+            self._send_to(state.identity, m.KillRequested(execution_id=exec_id, term=self.term))
             return True
         record = msgspec.structs.replace(
             active.record, status="killed", success=False, reason=why, output=why, finished_at=now_utc()
@@ -510,6 +607,7 @@ class Dispatcher:
         executors, and gives up on runs that waited longer than their catch-up window."""
         for node in [s.node for s in self.registry.reap()]:
             await self.on_executor_lost(node)
+        await self._send_waiting()
         now = time.monotonic()
         wall = now_utc()
         for active in list(self.active.values()):
@@ -519,8 +617,8 @@ class Dispatcher:
                 continue
             if not active.sent_at and max(active.record.due_at, active.record.scheduled_at) > wall:
                 continue  # not due yet (a retry in backoff, or a launch recorded ahead of its slot)
-            if await self._expired(active, wall):
-                continue
+            if await self._expired(active, wall) or active.waiting:
+                continue  # a waiting run goes when its executor frees a slot (_send_waiting)
             if self._may_have_run(active) and not self.registry.is_live(active.record.node_name):
                 # Its executor is not here. One that this leader knows is judged by its heartbeats (it comes
                 # back, or on_executor_lost fails the run); one that never said hello to this leader gets the

@@ -86,6 +86,11 @@ class ExecutorRegistry:
             if node_topic(state.node) == topic:
                 state.subscribed = frame[0] == 1
 
+    def has_subscriber(self, topic: bytes) -> bool:
+        """Whether anyone subscribed to a prefix of `topic` (XPUB reports a topic's first subscriber and its last
+        one leaving)."""
+        return any(topic.startswith(prefix) for prefix in self._subscriptions)
+
     def reap(self) -> list[ExecutorState]:
         """Removes and returns the executors that missed their heartbeats."""
         deadline = self._clock() - self.dead_after_s

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any, assert_never
+from typing import Any, assert_never, cast
 
 import msgspec
 import zmq
+import zmq.asyncio
 
 from cronbus.common import messages as m
 from cronbus.common.bus import Bus
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 LEAD = timedelta(seconds=1)  # launches are recorded up to this long before their slot, dispatched at it
 TICK_S = 0.1
+READ_BURST = 1000  # router messages read at once before the loop runs other work
 
 
 class SchedulerService:
@@ -75,9 +78,9 @@ class SchedulerService:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._launching: set[asyncio.Task[None]] = set()
-        self._handling: dict[bytes, asyncio.Task[None]] = {}  # per executor: the latest result handler
+        self._acks = InOrderAcks(lambda identity, seq: self._send_to(identity, m.Ack(seq=seq)))
         self._leader_known, self._leader_read_at = "", -1.0  # see _leader_name
-        self._failed: dict[bytes, set[int]] = {}  # per executor: seqs whose handling failed (they come again)
+        self._children_of: dict[str, list[Job]] | None = None  # parent job -> its children (see _children)
         self.view.on_jobs_changed(self._jobs_changed)
 
     # ---- process ---------------------------------------------------------------------------------------
@@ -173,8 +176,7 @@ class SchedulerService:
             notifier=self.notifier,
         )
         self.registry.executors.clear()
-        self._handling.clear()
-        self._failed.clear()
+        self._acks.clear()
         async with asyncio.TaskGroup() as tg:
             ledger_task = tg.create_task(ledger.run())
             await self._recover(dispatcher, statuses)
@@ -247,6 +249,7 @@ class SchedulerService:
             log.warning("job cannot be scheduled job=%s: %s", job.name, problem)
 
     def _jobs_changed(self, changed: set[str], removed: set[str]) -> None:
+        self._children_of = None
         ledger = self.dispatcher.ledger if self.dispatcher else None
         for name in removed:
             self.planner.remove(name)
@@ -275,18 +278,23 @@ class SchedulerService:
                 continue
             due = self.planner.pop_due(now + LEAD)
             self.metrics.fires.inc(len(due))
-            for name, slot in due:
-                job = self._job(name)
-                if job is not None:
-                    task = tg.create_task(self._launch_logged(dispatcher, job, slot))
-                    self._launching.add(task)
-                    task.add_done_callback(self._launching.discard)
+            launches = [(job, slot) for name, slot in due if (job := self._job(name)) is not None]
+            if launches:
+                task = tg.create_task(self._launch_due(dispatcher, launches))
+                self._launching.add(task)
+                task.add_done_callback(self._launching.discard)
 
-    async def _launch_logged(self, dispatcher: Dispatcher, job: Job, slot: datetime) -> None:
+    async def _launch_due(self, dispatcher: Dispatcher, due: list[tuple[Job, datetime]]) -> None:
+        """The planner's launches of one round, together (one task, records batched)."""
         try:
-            await self._launch(dispatcher, job, slot)
-        except Exception:  # task boundary: one failed launch must not end the term
-            log.exception("launch failed job=%s slot=%s", job.name, slot.isoformat())
+            if not self.lock.is_leader():
+                return
+            due = [(job, slot) for job, slot in due if job.expires_at is None or slot <= job.expires_at]
+            for (job, _), (outcome, ids) in zip(due, await dispatcher.launch_many(due), strict=True):
+                if outcome == "exists":
+                    await self._adopt_launched(dispatcher, job, ids)
+        except Exception:  # task boundary: failed launches must not end the term
+            log.exception("launches failed count=%d", len(due))
 
     async def _launch(self, dispatcher: Dispatcher, job: Job, slot: datetime, *, manual: bool = False) -> str:
         if not self.lock.is_leader():
@@ -295,10 +303,14 @@ class SchedulerService:
             return "expired"
         outcome, ids = await dispatcher.launch(job, slot, manual=manual)
         if outcome == "exists":
-            for exec_id in ids:  # launched by an earlier term: resolve what it became
-                with contextlib.suppress(NotFoundError):
-                    dispatcher.adopt(await self.store.get_execution(job.name, exec_id), job)
+            await self._adopt_launched(dispatcher, job, ids)
         return outcome
+
+    async def _adopt_launched(self, dispatcher: Dispatcher, job: Job, ids: list[str]) -> None:
+        """Runs an earlier term launched: resolve what they became."""
+        for exec_id in ids:
+            with contextlib.suppress(NotFoundError):
+                dispatcher.adopt(await self.store.get_execution(job.name, exec_id), job)
 
     async def _tick(self, dispatcher: Dispatcher, lost: asyncio.Event) -> None:
         beat = 0.0
@@ -313,7 +325,7 @@ class SchedulerService:
             if loop.time() - beat >= self.settings.bus.heartbeat_interval_s:
                 beat = loop.time()
                 for state in list(self.registry.executors.values()):
-                    await self._send_to(state.identity, m.LeaderHeartbeat(term=dispatcher.term))
+                    self._send_to(state.identity, m.LeaderHeartbeat(term=dispatcher.term))
                 for name in dispatcher.jobs_to_trim():
                     with contextlib.suppress(ConsulError):
                         await dispatcher.trim(name, await self.store.execution_keys(name))
@@ -321,12 +333,13 @@ class SchedulerService:
 
     # ---- bus -------------------------------------------------------------------------------------------
 
-    async def _publish(self, topic: bytes, msg: msgspec.Struct) -> None:
-        await self.xpub.send_multipart([topic, m.encode(msg)])
+    def _publish(self, topic: bytes, msg: msgspec.Struct) -> None:
+        if topic.startswith(m.OUTPUT_TOPIC) and not self.registry.has_subscriber(topic):
+            return  # nobody follows this run's output (a stream also reads the record every second)
+        _send_now(self.xpub, [topic, m.encode(msg)])
 
-    async def _send_to(self, identity: bytes, msg: msgspec.Struct) -> None:
-        with contextlib.suppress(zmq.ZMQError):  # the peer is gone: heartbeats will tell
-            await self.router.send_multipart([identity, m.encode(msg)], flags=zmq.NOBLOCK)
+    def _send_to(self, identity: bytes, msg: msgspec.Struct) -> None:
+        _send_now(self.router, [identity, m.encode(msg)])
 
     async def _read_xpub(self) -> None:
         while True:
@@ -335,25 +348,35 @@ class SchedulerService:
             self._wake.set()
 
     async def _read_router(self) -> None:
+        # What has arrived already is read without a future per message (a sync twin of the same socket).
+        ready: zmq.Socket[bytes] = zmq.Socket.shadow(self.router.underlying)
         while True:
-            frames = await self.router.recv_multipart()
-            if len(frames) != 2:
-                log.warning("dropped message with %d frames on the router", len(frames))
-                continue
-            identity, payload = frames
-            msg = m.decode(m.to_leader_decoder, payload, source=identity.decode(errors="replace"))
-            if msg is None:
-                continue
-            try:
-                await self._on_message(identity, msg)
-            except Exception:  # a task boundary: one bad message must not end the scheduler
-                log.exception("failed to handle %s from %r", type(msg).__name__, identity)
+            await self._on_frames(await self.router.recv_multipart())
+            for _ in range(READ_BURST):
+                try:
+                    frames = ready.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                await self._on_frames(frames)
+
+    async def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            log.warning("dropped message with %d frames on the router", len(frames))
+            return
+        identity, payload = frames
+        msg = m.decode(m.to_leader_decoder, payload, source=identity.decode(errors="replace"))
+        if msg is None:
+            return
+        try:
+            await self._on_message(identity, msg)
+        except Exception:  # a task boundary: one bad message must not end the scheduler
+            log.exception("failed to handle %s from %r", type(msg).__name__, identity)
 
     async def _on_message(self, identity: bytes, msg: m.ToLeader) -> None:
         dispatcher = self.dispatcher
         if dispatcher is None:
             leader = await self._leader_name()
-            await self._send_to(identity, m.NotLeader(leader=leader))
+            self._send_to(identity, m.NotLeader(leader=leader))
             return
         match msg:
             case m.Hello():
@@ -361,7 +384,7 @@ class SchedulerService:
                     log.warning("refused executor %s: protocol %d, not %d", msg.node, msg.protocol, m.PROTOCOL_VERSION)
                     return
                 self.registry.hello(identity, msg)
-                await self._send_to(identity, m.Welcome(leader=self.settings.node_name, term=dispatcher.term))
+                self._send_to(identity, m.Welcome(leader=self.settings.node_name, term=dispatcher.term))
                 for exec_id in msg.running:
                     active = dispatcher.active.get(exec_id)
                     if active is not None and active.record.node_name == msg.node:
@@ -369,7 +392,7 @@ class SchedulerService:
                 log.info("executor joined node=%s tags=%s", msg.node, msg.tags)
             case m.ExecutorHeartbeat():
                 if self.registry.seen(msg.node, msg.running) is None:
-                    await self._send_to(identity, m.NotLeader(leader=self.settings.node_name))  # says hello again
+                    self._send_to(identity, m.NotLeader(leader=self.settings.node_name))  # says hello again
             case m.DispatchAccepted():
                 self.registry.seen(msg.node)
                 dispatcher.on_accepted(msg)
@@ -391,41 +414,14 @@ class SchedulerService:
             case m.KillExecution():
                 self._background(self._reply(identity, self._kill(dispatcher, msg)))
             case m.ListBusy():
-                await self._send_to(identity, m.ControlReply(req_id=msg.req_id, ok=True, executions=dispatcher.busy()))
+                self._send_to(identity, m.ControlReply(req_id=msg.req_id, ok=True, executions=dispatcher.busy()))
             case _:
                 assert_never(msg)
 
     def _after(self, work: Coroutine[object, object, None], identity: bytes, seq: int) -> None:
         """Runs a result handler off the reader, so results of many runs commit in one batch, and acknowledges
-        the message once what it wrote is committed. Acks are cumulative (an executor forgets every message up
-        to the acked seq), so a message is acknowledged only after every earlier one from the same executor
-        was handled, and not while an earlier one failed: that one comes again, and so do the later ones."""
-        previous = self._handling.get(identity)  # it ends only after every earlier one: waiting for it is enough
-        failed = self._failed.setdefault(identity, set())
-
-        async def handle() -> None:
-            handled = True
-            try:
-                await work
-            except UnavailableError as exc:  # the term ended under it: expected, and the next leader gets it
-                log.warning("result not handled seq=%d: %s", seq, exc)
-                handled = False
-            except Exception:  # a task boundary: log, and leave the message unacknowledged so it comes again
-                log.exception("result handling failed seq=%d", seq)
-                handled = False
-            if previous is not None and not previous.done():
-                await asyncio.wait([previous])
-            if not handled:
-                failed.add(seq)
-                return
-            failed.discard(seq)
-            if not any(s < seq for s in failed):
-                await self._send_to(identity, m.Ack(seq=seq))
-
-        task = asyncio.create_task(handle())
-        self._handling[identity] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        the message once what it wrote is committed (see InOrderAcks)."""
+        self._acks.add(identity, seq, asyncio.create_task(work))
 
     def _background(self, work: Coroutine[object, object, None]) -> None:
         """Runs work that waits on Consul off the router's reader (which must keep reading heartbeats)."""
@@ -441,7 +437,7 @@ class SchedulerService:
         task.add_done_callback(self._tasks.discard)
 
     async def _reply(self, identity: bytes, reply: Coroutine[object, object, m.ControlReply]) -> None:
-        await self._send_to(identity, await reply)
+        self._send_to(identity, await reply)
 
     async def _kill(self, dispatcher: Dispatcher, msg: m.KillExecution) -> m.ControlReply:
         ok = await dispatcher.kill(msg.execution_id)
@@ -479,7 +475,12 @@ class SchedulerService:
         return stored.job if stored is not None else None
 
     def _children(self, name: str) -> list[Job]:
-        return [s.job for s in self.view.jobs.values() if s.job is not None and s.job.parent_job == name]
+        if self._children_of is None:  # built again after any change of the job set
+            self._children_of = {}
+            for stored in self.view.jobs.values():
+                if stored.job is not None and stored.job.parent_job:
+                    self._children_of.setdefault(stored.job.parent_job, []).append(stored.job)
+        return self._children_of.get(name, [])
 
     def _delete_ephemeral(self, name: str) -> None:
         stored = self.view.jobs.get(name)
@@ -507,6 +508,65 @@ class SchedulerService:
                 found = await self.store.get_leader()
                 self._leader_known = found[0].name if found is not None else ""
         return self._leader_known
+
+
+def _send_now(socket: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+    """Sends without waiting: pyzmq tries a non-blocking send at once and returns a finished future. A full queue
+    (XPUB drops instead; a ROUTER peer that is gone or flooded) loses the message: the peer resends, or its
+    heartbeats tell."""
+    sent = cast("asyncio.Future[object]", socket.send_multipart(frames, flags=zmq.NOBLOCK))  # typed as Awaitable
+    if sent.done() and sent.exception() is not None:
+        log.debug("message dropped: %s", sent.exception())
+
+
+class InOrderAcks:
+    """Per executor, the handlers of its reliable messages in the order they came. Acks are cumulative (an executor
+    forgets every message sent before the acked one), so a message is acknowledged only once every earlier one from
+    the same executor was handled, and not while an earlier one failed: that one comes again, and so do the later
+    ones. Handlers that end together get one ack, for the latest."""
+
+    def __init__(self, send: Callable[[bytes, int], None]) -> None:
+        self._send = send
+        self._queues: dict[bytes, deque[tuple[int, asyncio.Task[None]]]] = {}
+        self._failed: dict[bytes, set[int]] = {}  # per executor: seqs whose handling failed
+
+    def add(self, identity: bytes, seq: int, task: asyncio.Task[None]) -> None:
+        queue = self._queues.setdefault(identity, deque())
+        queue.append((seq, task))
+        task.add_done_callback(lambda _: self._settle(identity, queue))
+
+    def clear(self) -> None:
+        self._queues.clear()
+        self._failed.clear()
+
+    def _settle(self, identity: bytes, queue: deque[tuple[int, asyncio.Task[None]]]) -> None:
+        if self._queues.get(identity) is not queue:
+            return  # from before clear(): a new term acknowledges only what it handled itself
+        failed = self._failed.setdefault(identity, set())
+        ack = None
+        while queue and queue[0][1].done():
+            seq, task = queue.popleft()
+            if _handled(task, seq):
+                failed.discard(seq)
+                if not any(s < seq for s in failed):
+                    ack = seq
+            else:
+                failed.add(seq)
+        if ack is not None:
+            self._send(identity, ack)
+
+
+def _handled(task: asyncio.Task[None], seq: int) -> bool:
+    if task.cancelled():
+        return False
+    exc = task.exception()
+    if exc is None:
+        return True
+    if isinstance(exc, UnavailableError):  # the term ended under it: expected, and the next leader gets it
+        log.warning("result not handled seq=%d: %s", seq, exc)
+    else:  # a task boundary: log, and leave the message unacknowledged so it comes again
+        log.error("result handling failed seq=%d", seq, exc_info=exc)
+    return False
 
 
 async def _first(*events: asyncio.Event) -> None:

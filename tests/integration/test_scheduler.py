@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cronbus.common.consul.agent import DevAgent
 from cronbus.common.consul.store import Store
-from cronbus.common.models import now_utc
+from cronbus.common.models import Execution, now_utc
 from tests.helpers import Cluster, async_wait_until
 from tests.integration.scheduling import client, executions, executor_joined, finished, put_job, slot_counts
 
@@ -117,4 +117,29 @@ async def test_leader_killed_standby_takes_over_without_duplicates(
         assert len(slots) == len(set(slots)), f"{name}: a slot launched twice"
         gaps = [(a, b) for a, b in itertools.pairwise(slots) if b - a != timedelta(seconds=1)]
         assert not gaps, f"{name}: slots with neither a run nor a missed record between {gaps[:3]}"
+    await store.consul.close()
+
+
+async def test_runs_beyond_an_executors_capacity_wait_at_the_leader(cluster: Cluster, fresh_consul: DevAgent) -> None:
+    """Six one-second runs due at once on an executor of capacity 2: the leader sends two at a time as slots free,
+    so the executor never has to refuse one, and every run happens."""
+    store = Store(client(fresh_consul))
+    cluster.scheduler(name="s1")
+    executor = cluster.executor("--capacity", "2", "--log-level", "info", name="e1")
+    await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
+    instant = (now_utc() + timedelta(seconds=3)).replace(microsecond=0)
+    names = [f"slow{i}" for i in range(6)]
+    for name in names:
+        await put_job(store, name=name, schedule=f"@at {instant.isoformat().replace('+00:00', 'Z')}",
+                      executor="shell", executor_config={"command": "sleep 1"})  # fmt: skip
+
+    async def all_done() -> list[Execution]:
+        done = [finished(await executions(store, name)) for name in names]
+        return [r for records in done for r in records] if all(done) else []
+
+    records = await async_wait_until(all_done, timeout_s=30, what="all six runs")
+    assert [r.status for r in records] == ["success"] * 6
+    edges = sorted([(r.started_at, 1) for r in records] + [(r.finished_at, -1) for r in records])
+    assert max(itertools.accumulate(step for _, step in edges)) <= 2
+    assert "at capacity" not in executor.log()
     await store.consul.close()
