@@ -12,7 +12,8 @@ T = TypeVar("T")
 class GroupCommit(Generic[T]):
     """`await write(item)` returns once a flush that holds the item is done. One flush runs at a time; the
     items that arrive meanwhile wait for it and then go in a single flush, so a burst of N writes costs a couple
-    of flushes (and fsyncs), not N. A flush that raises fails every writer whose item it held."""
+    of flushes (and fsyncs), not N. A flush that raises fails every writer whose item it held; a writer that is
+    cancelled while its flush runs lets it finish for the others."""
 
     def __init__(self, flush: Callable[[list[T]], Awaitable[None]]) -> None:
         self._flush = flush
@@ -20,22 +21,35 @@ class GroupCommit(Generic[T]):
         self._buffer: list[T] = []
         self._started = 0  # flushes begun
         self._finished = 0  # flushes done
-        self._failed: dict[int, BaseException] = {}  # generation -> what its flush raised (kept while waited on)
+        self._failed: dict[int, BaseException] = {}  # generation -> what its flush raised
 
     async def write(self, item: T) -> None:
         self._buffer.append(item)
         generation = self._started  # the flush that will carry this item
         async with self._lock:
             if self._finished > generation:  # an earlier caller's flush carried it
-                if generation in self._failed:
-                    raise self._failed[generation]
+                failure = self._failed.get(generation)
+                if failure is not None:
+                    raise failure
                 return
             items, self._buffer = self._buffer, []
             self._started += 1
+            flush = asyncio.ensure_future(self._flush(items))
             try:
-                await self._flush(items)
-            except BaseException as exc:
-                self._failed = {generation: exc}  # only the latest failure is reported to late waiters
+                await asyncio.shield(flush)  # others' items are in it: a cancelled writer does not stop it
+            except asyncio.CancelledError:
+                await asyncio.wait([flush])
                 raise
             finally:
+                error = _failure(flush)
+                if error is not None:
+                    self._failed = {generation: error}  # only the latest failure is kept, for its waiters
                 self._finished = self._started
+
+
+def _failure(flush: asyncio.Future[None]) -> BaseException | None:
+    if not flush.done():
+        return None
+    if flush.cancelled():
+        return OSError("the write was cancelled")
+    return flush.exception()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import msgspec
@@ -24,8 +25,9 @@ class Journal:
 
     save() returns once the result is durable (segment and directory fsynced). Results saved while a write is
     under way go in the next segment together (group commit: a burst of N results costs two fsyncs, not 2N). A
-    segment is deleted once every result in it is acknowledged (remove()); deletion is not fsynced: one lost in a
-    crash only means the leader receives a result twice, which it ignores.
+    segment is deleted once every result in it is acknowledged (remove()); deletion is not fsynced. After a restart
+    every result of a segment left on disk is sent again, acknowledged ones included: the leader ignores a result
+    it has recorded.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -38,8 +40,8 @@ class Journal:
 
     def load(self) -> list[ExecutionFinished]:
         """Every saved result, in seq order (blocking; call before serving). A damaged line is logged and
-        skipped; a segment that cannot be read is renamed to `*.bad`. Single-result `<seq>.json` files of
-        earlier versions are read too."""
+        skipped, and its segment copied to `*.bad`; a segment that cannot be read is renamed to `*.bad`.
+        Single-result `<seq>.json` files of earlier versions are read too."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob("*.tmp"):  # a save interrupted by a crash, never acknowledged as done
             stale.unlink()
@@ -57,6 +59,8 @@ class Journal:
                     kept.append(_decoder.decode(line))
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     log.warning("skipped damaged journaled result path=%s line=%d: %s", path, number, exc)
+            if len(kept) < len(lines):  # kept for an operator as `*.bad`: nothing unreadable is deleted
+                shutil.copyfile(path, path.with_suffix(".bad"))
             if not kept:
                 path.unlink()
                 continue

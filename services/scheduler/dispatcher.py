@@ -169,7 +169,8 @@ class Dispatcher:
         self.notifier = notifier
         self.active: dict[str, Active] = {}  # by execution id; change it through _track and _untrack only
         self._by_job: dict[str, dict[str, Active]] = {}  # the same, by job name (no scan of all per launch)
-        self._finishing: set[str] = set()  # ids whose final record is being written (no longer in active)
+        # ids whose final record is being written (no longer in active) -> whether that write committed
+        self._finishing: dict[str, asyncio.Future[bool]] = {}
         self._written: dict[str, int] = {}  # records written per job since the last history trim
         # Flow control: runs sent to an executor and not finished hold one of its `capacity` slots; a run for a
         # full executor waits here and goes when a slot frees, so an overloaded executor is not flooded with runs
@@ -227,21 +228,31 @@ class Dispatcher:
         """launch() of many slots at once: every launch record is submitted before any is awaited, so they share
         transactions, and each run is dispatched at its slot. Outcomes in the order of `due`; a launch that failed
         (Consul refused it 20 times) is logged and reported "fenced"."""
-        pending = [await self._submit_launch(job, slot, manual) for job, slot in due]
-        outcomes: list[tuple[str, list[str]]] = []
-        for (job, _), (kind, records, chunks) in zip(due, pending, strict=True):
+        pending: list[tuple[str, list[Execution], list[asyncio.Future[Outcome]]]] = []
+        for job, slot in due:
             try:
-                outcomes.append(await self._launched(job, kind, records, chunks))
-            except ConsulError as exc:
-                log.error("launch not recorded job=%s: %s", job.name, exc)
-                outcomes.append(("fenced", []))
+                pending.append(await self._submit_launch(job, slot, manual))
+            except (ConsulError, UnavailableError) as exc:  # replacing a run failed: this launch only
+                log.error("launch failed job=%s slot=%s: %s", job.name, slot.isoformat(), exc)
+                pending.append(("failed", [], []))
+        outcomes = [await self._launched(job, *launch) for (job, _), launch in zip(due, pending, strict=True)]
         for slot, records in sorted(_by_slot(due, pending, outcomes).items()):
             early_s = (slot - now_utc()).total_seconds()
             if early_s > 0:  # recorded ahead of time (the planner's lead); dispatched at the slot itself
                 await asyncio.sleep(early_s)
             for record in records:
                 launched = self.active.get(record.id)
-                if launched is not None and not launched.sent_at:  # the tick may have sent it already
+                if launched is None or launched.sent_at:  # the tick may have sent it already
+                    continue
+                current = self._job(record.job_name)
+                if current is not None:
+                    launched.job = current  # an edit made since the launch was recorded applies
+                if not record.manual and current is not None and current.disabled:
+                    self.metrics.skipped.inc()
+                    await self._finish(launched, msgspec.structs.replace(
+                        record, status="skipped", reason="job disabled before its slot", output="job disabled "
+                        "before its slot", finished_at=now_utc()))  # fmt: skip
+                else:
                     await self._dispatch(launched)
         return outcomes
 
@@ -286,22 +297,30 @@ class Dispatcher:
         self, job: Job, kind: str, records: list[Execution], chunks: list[asyncio.Future[Outcome]]
     ) -> tuple[str, list[str]]:
         """Waits for a launch's records; tracks the ones committed."""
-        outcomes = [await chunk for chunk in chunks]
+        if kind == "failed":
+            return "fenced", []
+        outcomes: list[str] = []
+        for chunk in chunks:
+            try:
+                outcomes.append(await chunk)
+            except ConsulError as exc:  # Consul refused it 20 times: these runs are not recorded, so not run
+                log.error("launch not recorded job=%s: %s", job.name, exc)
+                outcomes.append("failed")
         if kind == "skipped":
             if outcomes[0] == "committed":
                 self.metrics.skipped.inc()
                 return "skipped", [records[0].id]
             return outcomes[0], [records[0].id]
-        if "fenced" in outcomes:
-            return "fenced", []
         existing: list[str] = []
         for start, outcome in zip(range(0, len(records), FAN_OUT_CHUNK), outcomes, strict=True):
-            chunk = records[start : start + FAN_OUT_CHUNK]
+            part = records[start : start + FAN_OUT_CHUNK]
             if outcome == "exists":  # launched by an earlier term (a replay): the caller adopts what it became
-                existing.extend(r.id for r in chunk)
-            else:
-                for record in chunk:
+                existing.extend(r.id for r in part)
+            elif outcome == "committed":
+                for record in part:
                     self._track(Active(record=record, job=job))
+        if "committed" not in outcomes and not existing:
+            return "fenced", []
         if existing:
             self.metrics.deduplicated.inc()
             return "exists", existing
@@ -336,8 +355,8 @@ class Dispatcher:
         if record.due_at > now_utc() or not self._is_leader() or active.waiting:
             return
         needs_target = not record.node_name or not self.registry.is_live(record.node_name)
-        if needs_target and not await self._retarget(active):
-            return
+        if needs_target and (not await self._retarget(active) or record.id not in self.active):
+            return  # no executor for it now, or it ended (killed, expired) while the choice was written
         if not active.holds:
             if self._full(active.record.node_name):
                 active.waiting = True
@@ -388,6 +407,9 @@ class Dispatcher:
 
     # ---- flow control ---------------------------------------------------------------------------------
 
+    def waiting(self) -> int:
+        return sum(a.waiting for a in self.active.values())
+
     def _full(self, node: str) -> bool:
         state = self.registry.executors.get(node)
         return state is not None and self._slots.get(node, 0) >= state.capacity
@@ -413,8 +435,8 @@ class Dispatcher:
                 if active.waiting and active.record.node_name == node and active.record.id in self.active:
                     active.waiting = False
                     await self._dispatch(active)
-            if not queue:
-                self._waiting.pop(node, None)
+            if queue is not None and not queue and self._waiting.get(node) is queue:
+                del self._waiting[node]
 
     # ---- from executors --------------------------------------------------------------------------------
 
@@ -457,6 +479,11 @@ class Dispatcher:
         )
 
     async def on_finished(self, msg: m.ExecutionFinished) -> None:
+        writing = self._finishing.get(msg.execution_id)
+        if writing is not None:  # the same result again: handled (and acknowledged) only if that write commits
+            if not await asyncio.shield(writing):
+                raise UnavailableError(f"result of {msg.execution_id} not recorded")
+            return
         active = self.active.get(msg.execution_id) or await self._adopt_reported(msg.job_name, msg.execution_id)
         if active is None:
             return  # finished before (a resend), or its job is gone
@@ -474,6 +501,7 @@ class Dispatcher:
             finished_at=msg.finished_at if msg.finished_at != ZERO_TIME else now_utc(),
         )
         await self._finish(active, record)
+        await self._send_waiting()  # its slot is free: a run waiting for that executor goes now
 
     async def _adopt_reported(self, job_name: str, execution_id: str) -> Active | None:
         """A result of a run this term does not track. If Consul has its record unfinished (an earlier term launched
@@ -490,6 +518,8 @@ class Dispatcher:
 
     async def on_executor_lost(self, node: str) -> None:
         for active in [a for a in self.active.values() if a.record.node_name == node]:
+            if active.record.node_name != node or active.record.id not in self.active:
+                continue  # handled meanwhile (finished, or sent elsewhere)
             if active.acked or self._may_have_run(active):
                 await self._lost(active)
             elif await self._retarget(active):  # recorded for it, never sent: it goes elsewhere
@@ -512,16 +542,19 @@ class Dispatcher:
         """Writes the final record; schedules a retry, triggers children, deletes an ephemeral job."""
         job = self._job(record.job_name) or active.job
         self._untrack(record)
-        self._finishing.add(record.id)
+        written = asyncio.get_running_loop().create_future()
+        self._finishing[record.id] = written
         try:
-            await self._send_waiting()  # its slot is free: the next run for that executor goes now
             await self._write_final(job, record)
+            written.set_result(True)
         finally:
-            self._finishing.discard(record.id)
+            if not written.done():
+                written.set_result(False)
+            del self._finishing[record.id]
 
     async def _write_final(self, job: Job, record: Execution) -> None:
         retry: Execution | None = None
-        if not record.success and record.status != "killed" and record.attempt <= job.retries:
+        if record.status in ("failed", "timeout") and record.attempt <= job.retries:  # attempts that ran and failed
             retry_id = execution_id(job.name, record.scheduled_at, record.attempt + 1)
             retry = msgspec.structs.replace(
                 self._record(job, retry_id, record.scheduled_at, record.attempt + 1, record.manual),
@@ -549,7 +582,7 @@ class Dispatcher:
             self._track(Active(record=retry, job=job))
             return
         group_open = any(a.record.group == record.group for a in self.running_of(job.name))
-        if not group_open:
+        if not group_open and record.status not in ("missed", "skipped"):  # only a run that ran triggers children
             await self._chain(job, record)
         if record.success and job.ephemeral:
             self._on_ephemeral_success(job.name)
@@ -572,7 +605,7 @@ class Dispatcher:
         excess = len(record_keys) - self.history_limit
         if excess <= 0:
             return
-        active = {keys.execution(job_name, i) for i in self.active}
+        active = {keys.execution(job_name, i) for i in (*self.active, *self._finishing)}
         doomed = [k for k in record_keys[:excess] if k not in active]
         for start in range(0, len(doomed), FAN_OUT_CHUNK):
             await self.ledger.submit(Unit(delete=[TxnOp("delete", k) for k in doomed[start : start + FAN_OUT_CHUNK]]))
@@ -617,8 +650,10 @@ class Dispatcher:
                 continue
             if not active.sent_at and max(active.record.due_at, active.record.scheduled_at) > wall:
                 continue  # not due yet (a retry in backoff, or a launch recorded ahead of its slot)
-            if await self._expired(active, wall) or active.waiting:
-                continue  # a waiting run goes when its executor frees a slot (_send_waiting)
+            if active.waiting:
+                continue  # it goes when its executor frees a slot (_send_waiting); capacity is not failure
+            if await self._expired(active, wall):
+                continue
             if self._may_have_run(active) and not self.registry.is_live(active.record.node_name):
                 # Its executor is not here. One that this leader knows is judged by its heartbeats (it comes
                 # back, or on_executor_lost fails the run); one that never said hello to this leader gets the

@@ -115,12 +115,16 @@ class Ledger:
                 finally:
                     woken.cancel()
                 for task in [t for t in in_flight if t.done()]:
-                    del in_flight[task]
-                    task.result()  # a bug in _commit ends the ledger (and the term), never silently
+                    batch, _ = in_flight.pop(task)
+                    if task.cancelled() or task.exception() is not None:
+                        _resolve(batch, "fenced")
+                        task.result()  # a bug in _commit ends the ledger (and the term), never silently
         finally:
             self.fenced = True
             for task in in_flight:
                 task.cancel()
+            if in_flight:
+                await asyncio.wait(in_flight)
             for unit in [*(u for batch, _ in in_flight.values() for u in batch), *self._updates, *self._pending]:
                 if not unit.done.done():
                     unit.done.set_result("fenced")
@@ -134,13 +138,16 @@ class Ledger:
         batch: list[Unit] = []
         blocked = set(busy)
         ops = size = scanned = 0
+        full = False
         for queue in (self._updates, self._pending):
             passed: list[Unit] = []
-            while queue and scanned < SCAN:
+            while queue and scanned < SCAN and not full:
                 unit = queue[0]
                 # One operation of every transaction is the fence; status writes of one job merge into one; and
                 # Consul refuses a request body over 512 KiB (values travel base64-encoded, a third larger).
-                if batch and (ops + unit.size() >= MAX_TXN_OPS - 1 or size + unit.nbytes() > MAX_TXN_BYTES):
+                # A full batch ends the scan: what is left of the updates still goes before any launch.
+                full = bool(batch) and (ops + unit.size() >= MAX_TXN_OPS - 1 or size + unit.nbytes() > MAX_TXN_BYTES)
+                if full:
                     break
                 queue.popleft()
                 scanned += 1
@@ -182,9 +189,11 @@ class Ledger:
                     for unit in batch:
                         unit.done.set_result("fenced")
                     return
-                if isinstance(owner, Unit):
-                    owner.done.set_result("exists")
-                    batch.remove(owner)
+                if isinstance(owner, Unit):  # Consul names every failed operation: a unit may come twice
+                    if not owner.done.done():
+                        owner.done.set_result("exists")
+                    if owner in batch:
+                        batch.remove(owner)
                 elif isinstance(owner, str):  # a status changed under us: read it again
                     await self._reload(owner)
                 else:
@@ -226,3 +235,9 @@ class Ledger:
             owners.append(name)
             new_statuses[key] = (name, status)
         return ops, owners, new_statuses
+
+
+def _resolve(batch: list[Unit], outcome: Outcome) -> None:
+    for unit in batch:
+        if not unit.done.done():
+            unit.done.set_result(outcome)

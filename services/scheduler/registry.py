@@ -10,7 +10,7 @@ import msgspec
 
 from cronbus.common.bus import node_topic
 from cronbus.common.errors import UnavailableError
-from cronbus.common.messages import Hello
+from cronbus.common.messages import OUTPUT_TOPIC, Hello
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class ExecutorRegistry:
         self._clock = clock
         self.executors: dict[str, ExecutorState] = {}
         self._subscriptions: set[bytes] = set()
+        self._output_subscriptions: set[bytes] = set()  # those that can match an output topic
 
     def hello(self, identity: bytes, msg: Hello) -> ExecutorState:
         state = ExecutorState(
@@ -78,18 +79,22 @@ class ExecutorRegistry:
         if not frame:
             return
         topic = frame[1:]
+        output = topic.startswith(OUTPUT_TOPIC) or OUTPUT_TOPIC.startswith(topic)
         if frame[0] == 1:
             self._subscriptions.add(topic)
+            if output:
+                self._output_subscriptions.add(topic)
         elif frame[0] == 0:
             self._subscriptions.discard(topic)
+            self._output_subscriptions.discard(topic)
         for state in self.executors.values():
             if node_topic(state.node) == topic:
                 state.subscribed = frame[0] == 1
 
-    def has_subscriber(self, topic: bytes) -> bool:
-        """Whether anyone subscribed to a prefix of `topic` (XPUB reports a topic's first subscriber and its last
+    def has_output_subscriber(self, topic: bytes) -> bool:
+        """Whether anyone subscribed to a prefix of output `topic` (XPUB reports a topic's subscribers and its last
         one leaving)."""
-        return any(topic.startswith(prefix) for prefix in self._subscriptions)
+        return any(topic.startswith(prefix) for prefix in self._output_subscriptions)
 
     def reap(self) -> list[ExecutorState]:
         """Removes and returns the executors that missed their heartbeats."""

@@ -38,9 +38,11 @@ from cronbus.services.scheduler.registry import ExecutorRegistry
 
 log = logging.getLogger(__name__)
 
-LEAD = timedelta(seconds=1)  # launches are recorded up to this long before their slot, dispatched at it
+# Launches are recorded up to this long before their slot and dispatched at it (a run of a job disabled meanwhile
+# is recorded skipped), so a herd of thousands due at one second is mostly in Consul when the second comes.
+LEAD = timedelta(seconds=1)
 TICK_S = 0.1
-READ_BURST = 1000  # router messages read at once before the loop runs other work
+READ_BURST = 1000  # router messages read at once, then the loop runs other work
 
 
 class SchedulerService:
@@ -75,6 +77,11 @@ class SchedulerService:
         self.metrics = SchedulerMetrics()
         self.notifier = Notifier(settings.notify, registry=self.metrics.registry, node_name=settings.node_name)
         self.metrics.registry.gauge("cronbus_planned_jobs", "Jobs with a planned next fire.", lambda: len(self.planner))
+        self.metrics.registry.gauge(
+            "cronbus_executions_waiting",
+            "Runs due and held at the leader until their executor has a free slot.",
+            lambda: self.dispatcher.waiting() if self.dispatcher else 0,
+        )
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._launching: set[asyncio.Task[None]] = set()
@@ -279,20 +286,30 @@ class SchedulerService:
             due = self.planner.pop_due(now + LEAD)
             self.metrics.fires.inc(len(due))
             launches = [(job, slot) for name, slot in due if (job := self._job(name)) is not None]
-            if launches:
-                task = tg.create_task(self._launch_due(dispatcher, launches))
-                self._launching.add(task)
-                task.add_done_callback(self._launching.discard)
+            # Whether a forbid or replace job's previous run still runs is decided at the slot, not ahead of it.
+            rounds = [[(j, s) for j, s in launches if j.concurrency == "allow"]]
+            rounds.extend([(j, s)] for j, s in launches if j.concurrency != "allow")
+            for batch in rounds:
+                if batch:
+                    task = tg.create_task(self._launch_due(dispatcher, batch, wait=batch[0][0].concurrency != "allow"))
+                    self._launching.add(task)
+                    task.add_done_callback(self._launching.discard)
 
-    async def _launch_due(self, dispatcher: Dispatcher, due: list[tuple[Job, datetime]]) -> None:
-        """The planner's launches of one round, together (one task, records batched)."""
+    async def _launch_due(self, dispatcher: Dispatcher, due: list[tuple[Job, datetime]], *, wait: bool) -> None:
+        """The planner's launches of one round, together (one task, records batched); with `wait`, recorded at the
+        slot rather than ahead of it."""
         try:
+            if wait:
+                await asyncio.sleep(max(0.0, (min(slot for _, slot in due) - now_utc()).total_seconds()))
             if not self.lock.is_leader():
                 return
             due = [(job, slot) for job, slot in due if job.expires_at is None or slot <= job.expires_at]
             for (job, _), (outcome, ids) in zip(due, await dispatcher.launch_many(due), strict=True):
                 if outcome == "exists":
-                    await self._adopt_launched(dispatcher, job, ids)
+                    try:
+                        await self._adopt_launched(dispatcher, job, ids)
+                    except ConsulError as exc:  # its result is still adopted when it comes (on_finished)
+                        log.warning("could not adopt an earlier launch job=%s: %s", job.name, exc)
         except Exception:  # task boundary: failed launches must not end the term
             log.exception("launches failed count=%d", len(due))
 
@@ -334,7 +351,7 @@ class SchedulerService:
     # ---- bus -------------------------------------------------------------------------------------------
 
     def _publish(self, topic: bytes, msg: msgspec.Struct) -> None:
-        if topic.startswith(m.OUTPUT_TOPIC) and not self.registry.has_subscriber(topic):
+        if topic.startswith(m.OUTPUT_TOPIC) and not self.registry.has_output_subscriber(topic):
             return  # nobody follows this run's output (a stream also reads the record every second)
         _send_now(self.xpub, [topic, m.encode(msg)])
 
@@ -358,6 +375,7 @@ class SchedulerService:
                 except zmq.Again:
                     break
                 await self._on_frames(frames)
+            await asyncio.sleep(0)  # a receive that finds a message does not yield: let the handlers run
 
     async def _on_frames(self, frames: list[bytes]) -> None:
         if len(frames) != 2:
@@ -384,6 +402,7 @@ class SchedulerService:
                     log.warning("refused executor %s: protocol %d, not %d", msg.node, msg.protocol, m.PROTOCOL_VERSION)
                     return
                 self.registry.hello(identity, msg)
+                self._acks.reset(identity)
                 self._send_to(identity, m.Welcome(leader=self.settings.node_name, term=dispatcher.term))
                 for exec_id in msg.running:
                     active = dispatcher.active.get(exec_id)
@@ -421,7 +440,10 @@ class SchedulerService:
     def _after(self, work: Coroutine[object, object, None], identity: bytes, seq: int) -> None:
         """Runs a result handler off the reader, so results of many runs commit in one batch, and acknowledges
         the message once what it wrote is committed (see InOrderAcks)."""
-        self._acks.add(identity, seq, asyncio.create_task(work))
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._acks.add(identity, seq, task)
 
     def _background(self, work: Coroutine[object, object, None]) -> None:
         """Runs work that waits on Consul off the router's reader (which must keep reading heartbeats)."""
@@ -521,9 +543,10 @@ def _send_now(socket: zmq.asyncio.Socket, frames: list[bytes]) -> None:
 
 class InOrderAcks:
     """Per executor, the handlers of its reliable messages in the order they came. Acks are cumulative (an executor
-    forgets every message sent before the acked one), so a message is acknowledged only once every earlier one from
-    the same executor was handled, and not while an earlier one failed: that one comes again, and so do the later
-    ones. Handlers that end together get one ack, for the latest."""
+    forgets every message it sent before the acked one), so a message is acknowledged only once every earlier one
+    from the same executor was handled, and nothing is acknowledged while a handling failed, until that message
+    comes again (resent after the ack timeout, or after a new hello) and is handled. Handlers that end together get
+    one ack, for the latest."""
 
     def __init__(self, send: Callable[[bytes, int], None]) -> None:
         self._send = send
@@ -539,6 +562,10 @@ class InOrderAcks:
         self._queues.clear()
         self._failed.clear()
 
+    def reset(self, identity: bytes) -> None:
+        """The executor said hello: it sends every unacknowledged message again, failed ones included."""
+        self._failed.pop(identity, None)
+
     def _settle(self, identity: bytes, queue: deque[tuple[int, asyncio.Task[None]]]) -> None:
         if self._queues.get(identity) is not queue:
             return  # from before clear(): a new term acknowledges only what it handled itself
@@ -548,7 +575,7 @@ class InOrderAcks:
             seq, task = queue.popleft()
             if _handled(task, seq):
                 failed.discard(seq)
-                if not any(s < seq for s in failed):
+                if not failed:
                     ack = seq
             else:
                 failed.add(seq)

@@ -143,3 +143,30 @@ async def test_runs_beyond_an_executors_capacity_wait_at_the_leader(cluster: Clu
     assert max(itertools.accumulate(step for _, step in edges)) <= 2
     assert "at capacity" not in executor.log()
     await store.consul.close()
+
+
+async def test_a_launch_recorded_ahead_is_skipped_if_the_job_is_disabled_before_its_slot(
+    cluster: Cluster, fresh_consul: DevAgent
+) -> None:
+    store = Store(client(fresh_consul))
+    cluster.scheduler(name="s1")
+    executor = cluster.executor("--log-level", "info", name="e1")
+    await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
+    instant = (now_utc() + timedelta(seconds=5)).replace(microsecond=0)
+    fields = {"name": "late-off", "schedule": f"@at {instant.isoformat().replace('+00:00', 'Z')}", "executor": "noop"}
+    await put_job(store, **fields)
+
+    async def launched() -> list[Execution]:
+        return await executions(store, "late-off")
+
+    await async_wait_until(launched, timeout_s=10, what="the launch recorded ahead of its slot")
+    assert now_utc() < instant
+    await put_job(store, **fields, disabled=True)
+    record = (await async_wait_until(lambda: _finished_of(store, "late-off"), timeout_s=15, what="the record ended"))[0]
+    assert (record.status, record.reason) == ("skipped", "job disabled before its slot")
+    assert "started job=late-off" not in executor.log()
+    await store.consul.close()
+
+
+async def _finished_of(store: Store, name: str) -> list[Execution]:
+    return finished(await executions(store, name))

@@ -22,6 +22,10 @@ async def _empty(directory: Path) -> bool:
     return not _files(directory)
 
 
+async def _only_bad(directory: Path) -> bool:
+    return all(p.suffix == ".bad" for p in _files(directory))
+
+
 def _result(seq: int) -> ExecutionFinished:
     return ExecutionFinished(seq=seq, execution_id=f"job:{seq}", job_name="job", node="n", status="success")
 
@@ -59,6 +63,27 @@ async def test_a_failed_flush_fails_every_writer_it_held_and_not_later_ones() ->
     await commit.write(4)  # the next flush works again
 
 
+async def test_a_cancelled_writer_does_not_stop_the_flush_that_holds_other_items() -> None:
+    release = asyncio.Event()
+    flushed: list[list[int]] = []
+
+    async def flush(items: list[int]) -> None:
+        await release.wait()
+        flushed.append(items)
+
+    commit = GroupCommit(flush)
+    owner = asyncio.create_task(commit.write(0))
+    await asyncio.sleep(0)
+    owner.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await owner
+    assert flushed == [[0]]
+    await commit.write(1)  # and the next one works
+    assert flushed == [[0], [1]]
+
+
 async def test_journal_segments_survive_a_restart_and_go_once_acknowledged(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     journal.load()
@@ -87,9 +112,10 @@ async def test_journal_skips_a_damaged_line_and_reads_single_result_files(tmp_pa
     loaded = Journal(tmp_path)
     assert [(r.seq, r.status) for r in loaded.load()] == [(3, "failed"), (7, "success")]
     assert not _files(tmp_path, "*.tmp")
+    assert [p.name for p in _files(tmp_path, "*.bad")] == [segment.with_suffix(".bad").name]  # kept for an operator
     loaded.remove(3)
     loaded.remove(7)
-    await async_wait_until(lambda: _empty(tmp_path), 5, what="every segment deleted")
+    await async_wait_until(lambda: _only_bad(tmp_path), 5, what="every segment deleted")
 
 
 async def test_seen_ids_group_commit_and_reload(tmp_path: Path) -> None:
