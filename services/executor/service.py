@@ -19,6 +19,7 @@ from cronbus.common.consul import keys
 from cronbus.common.consul.catalog import Registration
 from cronbus.common.consul.client import ConsulClient
 from cronbus.common.errors import ValidationError
+from cronbus.common.lifecycle import tune_gc
 from cronbus.common.messages import (
     ControlReply,
     Dispatch,
@@ -126,6 +127,7 @@ class ExecutorService:
     async def run(self, stop: asyncio.Event) -> None:
         halt = asyncio.Event()  # set once running executions are drained and results delivered
         use_pidfd_child_watcher()
+        tune_gc()
         try:
             await self._restore()
             await self.registration.register_with_retry(stop)

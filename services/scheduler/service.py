@@ -24,7 +24,7 @@ from cronbus.common.consul.lock import LeaderLock, LeaseKeeper
 from cronbus.common.consul.store import Store
 from cronbus.common.consul.view import JobView
 from cronbus.common.errors import ConsulError, NotFoundError, UnavailableError, ValidationError
-from cronbus.common.lifecycle import wait_or_stop
+from cronbus.common.lifecycle import tune_gc, wait_or_stop
 from cronbus.common.metrics import serve_metrics
 from cronbus.common.models import FINISHED_STATUSES, Job, JobStatus, now_utc
 from cronbus.common.schedule import plan_catchup
@@ -93,6 +93,7 @@ class SchedulerService:
     # ---- process ---------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        tune_gc()
         keeper = LeaseKeeper(self.lock, self.settings.lock_ttl_s / 4)
         try:
             await self.registration.register_with_retry(stop)
