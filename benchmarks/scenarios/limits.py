@@ -20,7 +20,7 @@ BURST = 1000
 
 async def durable_writes(directory: Path) -> tuple[float, float]:
     """Seconds for BURST runs accepted at once (SeenIds.accept, one fsynced line each, one at a time) and for
-    BURST results journaled at once (Journal.save, a fsynced file each)."""
+    BURST results journaled at once (Journal.save: group-committed segments)."""
     seen = SeenIds(directory / "seen.jsonl")
     await asyncio.to_thread(seen.load)
     began = time.perf_counter()
