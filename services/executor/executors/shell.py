@@ -230,7 +230,6 @@ async def _connect_output(read_fd: int, output: OutputBuffer) -> tuple[asyncio.R
     return transport, closed
 
 
-@functools.cache
 def use_pidfd_child_watcher() -> None:
     """Python 3.11 waits for each child in a thread of its own (ThreadedChildWatcher): a burst of short runs means
     as many threads, and the executor thrashes. A pidfd watcher waits on the event loop instead (Linux >= 5.3; the
