@@ -273,8 +273,9 @@ class SchedulerService:
         self._wake.set()
 
     async def _plan(self, dispatcher: Dispatcher, lost: asyncio.Event, tg: asyncio.TaskGroup) -> None:
-        """Pops due slots LEAD ahead and launches each in its own task: a launch records, then waits for its
-        slot to dispatch, and the next slots are recorded meanwhile."""
+        """Pops due slots LEAD ahead and launches them in a task per round: the round's records are written
+        together, then each run is dispatched at its slot, and the next slots are recorded meanwhile. A forbid or
+        replace job gets a task of its own that records its launch at the slot."""
         while not lost.is_set():
             self._wake.clear()
             now = now_utc()
