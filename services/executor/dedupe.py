@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 
-from cronbus.services.executor.group_commit import GroupCommit
+from cronbus.services.executor.group_commit import GroupCommit, write_durably
 
 log = logging.getLogger(__name__)
 
@@ -163,20 +163,6 @@ class SeenIds:
             self._lines += len(lines)
 
     def _compact(self, lines: list[bytes]) -> None:
-        """Rewrites the file from a snapshot, atomically (temporary file, fsync, rename)."""
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("wb") as file:
-            file.writelines(lines)
-            file.flush()
-            os.fsync(file.fileno())
-        tmp.replace(self.path)
-        _fsync_dir(self.path.parent)
+        """Rewrites the file from a snapshot, atomically."""
+        write_durably(self.path, b"".join(lines))
         self._lines = len(lines)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

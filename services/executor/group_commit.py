@@ -1,9 +1,12 @@
-"""Group commit: writers that come while a flush runs are flushed together by the next one."""
+"""The executor's durable writes: group commit (writers that come while a flush runs are flushed together by the
+next one), and files replaced atomically."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -53,3 +56,19 @@ def _failure(flush: asyncio.Future[None]) -> BaseException | None:
     if flush.cancelled():
         return OSError("the write was cancelled")
     return flush.exception()
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Writes `path` whole or not at all, and on disk when it returns: a temporary file fsynced, renamed over
+    `path`, and the directory fsynced (blocking: call in a thread)."""
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    tmp.replace(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import msgspec
 
 from cronbus.common.messages import ExecutionFinished
-from cronbus.services.executor.group_commit import GroupCommit
+from cronbus.services.executor.group_commit import GroupCommit, write_durably
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +95,9 @@ class Journal:
     async def _write(self, results: list[ExecutionFinished]) -> None:
         path = self.directory / f"{results[0].seq:020d}.jsonl"
         data = b"".join(_encoder.encode(r) + b"\n" for r in results)
-        await asyncio.to_thread(_write_durably, path, data)
+        await asyncio.to_thread(write_durably, path, data)
         self._left[path] = {r.seq for r in results}
         self._segment_of.update((r.seq, path) for r in results)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_all(paths: list[Path]) -> None:

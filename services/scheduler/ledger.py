@@ -125,9 +125,7 @@ class Ledger:
                 task.cancel()
             if in_flight:
                 await asyncio.wait(in_flight)
-            for unit in [*(u for batch, _ in in_flight.values() for u in batch), *self._updates, *self._pending]:
-                if not unit.done.done():
-                    unit.done.set_result("fenced")
+            _resolve([*(u for batch, _ in in_flight.values() for u in batch), *self._updates, *self._pending], "fenced")
             self._updates.clear()
             self._pending.clear()
 
@@ -186,8 +184,7 @@ class Ledger:
                 if owner == "fence":
                     log.warning("ledger fenced: %s", error.what)
                     self.fenced = True
-                    for unit in batch:
-                        unit.done.set_result("fenced")
+                    _resolve(batch, "fenced")
                     return
                 if isinstance(owner, Unit):  # Consul names every failed operation: a unit may come twice
                     if not owner.done.done():
