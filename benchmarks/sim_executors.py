@@ -3,9 +3,9 @@
 python -m benchmarks.sim_executors --consul HOST:PORT --count N --job NAME --out FILE [--timeout S]
 
 Each simulated executor registers in the Consul catalog, says Hello, heartbeats, and answers every Dispatch for
-it with DispatchAccepted, ExecutionStarted and ExecutionFinished (noop). It writes "ready N" to stdout once the
-leader has welcomed all N, and when every executor has received a dispatch of job NAME (or after --timeout),
-writes the wall-clock receipt times to FILE and exits.
+it with DispatchAccepted, then (at the run's slot, like an executor) ExecutionStarted and ExecutionFinished (noop).
+It writes "ready N" to stdout once the leader has welcomed all N, and when every executor has received a dispatch
+of job NAME (or after --timeout), writes the wall-clock receipt times to FILE and exits.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Sim:
             self.dropped += 1
 
     def hello(self) -> None:
-        self.send(m.Hello(node=self.node, tags=self.tags, capacity=10_000))
+        self.send(m.Hello(node=self.node, tags=self.tags, capacity=10_000, revision=m.REVISION))
 
     def close(self) -> None:
         self.dealer.close()
@@ -95,6 +95,7 @@ async def main() -> None:
     ctx.set(zmq.MAX_SOCKETS, 2 * args.count + 64)
     sims = [Sim(i, ctx, leader.router, leader.publisher) for i in range(args.count)]
     received: dict[str, float] = {}
+    answering: set[asyncio.Task[None]] = set()
     all_received = asyncio.Event()
 
     async def read_dealer(sim: Sim) -> None:
@@ -109,21 +110,33 @@ async def main() -> None:
         while True:
             frames = await sim.sub.recv_multipart()
             message = m.decode(m.published_decoder, frames[-1], source="pub")
-            if not isinstance(message, m.Dispatch) or sim.node not in message.targets:
-                continue
-            if message.job_name == args.job and sim.node not in received:
-                received[sim.node] = time.time()
-                if len(received) >= args.count:
-                    all_received.set()
-            sim.send(m.DispatchAccepted(execution_id=message.execution_id, node=sim.node))
-            now = now_utc()
-            sim.seq += 1
-            sim.send(m.ExecutionStarted(seq=sim.seq, execution_id=message.execution_id, job_name=message.job_name,
-                                        node=sim.node, started_at=now))  # fmt: skip
-            sim.seq += 1
-            sim.send(m.ExecutionFinished(seq=sim.seq, execution_id=message.execution_id, job_name=message.job_name,
-                                         node=sim.node, status="success", exit_code=0, started_at=now,
-                                         finished_at=now_utc()))  # fmt: skip
+            runs = (
+                [message]
+                if isinstance(message, m.Dispatch)
+                else message.runs
+                if isinstance(message, m.Dispatches)
+                else []
+            )
+            for run in runs:
+                if sim.node in run.targets:
+                    answering.add(task := asyncio.create_task(answer(sim, run)))
+                    task.add_done_callback(answering.discard)
+
+    async def answer(sim: Sim, run: m.Dispatch) -> None:
+        if run.job_name == args.job and sim.node not in received:
+            received[sim.node] = time.time()
+            if len(received) >= args.count:
+                all_received.set()
+        sim.send(m.DispatchAccepted(execution_ids=[run.execution_id], node=sim.node))
+        await asyncio.sleep((run.scheduled_at - now_utc()).total_seconds())  # like an executor: starts at the slot
+        now = now_utc()
+        sim.seq += 1
+        sim.send(m.ExecutionStarted(seq=sim.seq, execution_id=run.execution_id, job_name=run.job_name,
+                                    node=sim.node, started_at=now))  # fmt: skip
+        sim.seq += 1
+        sim.send(m.ExecutionFinished(seq=sim.seq, execution_id=run.execution_id, job_name=run.job_name,
+                                     node=sim.node, status="success", exit_code=0, started_at=now,
+                                     finished_at=now_utc()))  # fmt: skip
 
     async def heartbeat() -> None:
         while True:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from typing import Final
+from typing import Final, cast
 
 import zmq
 import zmq.asyncio
@@ -22,6 +23,15 @@ RECONNECT_IVL_MS: Final = 100
 RECONNECT_IVL_MAX_MS: Final = 5000  # reconnects back off exponentially up to this
 SNDHWM: Final = 100_000
 RCVHWM: Final = 100_000
+
+
+def send_now(socket: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+    """Sends without waiting: pyzmq tries a non-blocking send at once and returns a finished future. A full queue
+    (XPUB drops instead; a ROUTER or DEALER peer that is gone or flooded) loses the message: the sender resends
+    what must arrive, and heartbeats tell the rest."""
+    sent = cast("asyncio.Future[object]", socket.send_multipart(frames, flags=zmq.NOBLOCK))  # typed as Awaitable
+    if sent.done() and sent.exception() is not None:
+        log.debug("message dropped: %s", sent.exception())
 
 
 def tag_topic(key: str, value: str) -> bytes:

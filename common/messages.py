@@ -13,6 +13,11 @@ from cronbus.common.models import ZERO_TIME, Execution
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION: Final = 1
+# Additions to protocol 1, announced in Hello and Welcome (an older peer ignores the field and speaks revision 0).
+# Revision 1: the leader sends runs ahead of their slot (Dispatches, CancelRun); the executor accepts them in
+# batches (DispatchAccepted.execution_ids) and bundles its messages (several frames per ZeroMQ message).
+# Each side speaks the lower revision of the two.
+REVISION: Final = 1
 
 
 class _Msg(msgspec.Struct, frozen=True, tag_field="kind", kw_only=True):
@@ -32,6 +37,7 @@ class Hello(_Msg, tag="hello", kw_only=True, frozen=True):
     running: list[str] = []  # execution ids running now
     recent: list[str] = []  # ids finished recently (so a new leader can resolve unconfirmed launches)
     max_term: int = 0
+    revision: int = 0  # see REVISION
 
 
 class ExecutorHeartbeat(_Msg, tag="executor_heartbeat", kw_only=True, frozen=True):
@@ -40,7 +46,8 @@ class ExecutorHeartbeat(_Msg, tag="executor_heartbeat", kw_only=True, frozen=Tru
 
 
 class DispatchAccepted(_Msg, tag="accepted", kw_only=True, frozen=True):
-    execution_id: str
+    execution_id: str = ""  # revision 0: one run per message
+    execution_ids: list[str] = []  # revision 1: the runs of a burst of dispatches, accepted together
     node: str
     duplicate: bool = False  # already known to this executor: ran or running
 
@@ -129,6 +136,7 @@ class Welcome(_Msg, tag="welcome", kw_only=True, frozen=True):
     protocol: int = PROTOCOL_VERSION
     leader: str
     term: int
+    revision: int = 0  # see REVISION
 
 
 class LeaderHeartbeat(_Msg, tag="leader_heartbeat", kw_only=True, frozen=True):
@@ -144,6 +152,15 @@ class Ack(_Msg, tag="ack", kw_only=True, frozen=True):
 class KillRequested(_Msg, tag="kill", kw_only=True, frozen=True):
     execution_id: str
     term: int
+
+
+class CancelRun(_Msg, tag="cancel", kw_only=True, frozen=True):
+    """A run sent ahead of its slot must not start after all (its job was disabled): if it has not started, the
+    executor ends it `skipped` with this reason; once started, it runs on."""
+
+    execution_id: str
+    term: int
+    reason: str
 
 
 class QueryExecutions(_Msg, tag="query", kw_only=True, frozen=True):
@@ -163,13 +180,14 @@ class ControlReply(_Msg, tag="reply", kw_only=True, frozen=True):
     executions: list[Execution] = []
 
 
-ToPeer = Welcome | LeaderHeartbeat | Ack | KillRequested | QueryExecutions | NotLeader | ControlReply
+ToPeer = Welcome | LeaderHeartbeat | Ack | KillRequested | CancelRun | QueryExecutions | NotLeader | ControlReply
 
 # ---- leader PUB (to executors' tag topics and to gateways' output topics) -----------------------------
 
 
 class Dispatch(_Msg, tag="dispatch", kw_only=True, frozen=True):
-    """Run this execution. Only the executors named in targets act; the rest ignore it."""
+    """Run this execution (at its scheduled_at, if that is still to come). Only the executors named in targets
+    act; the rest ignore it. Revision 1 sends them in a Dispatches, revision 0 alone and at the slot."""
 
     term: int
     execution_id: str
@@ -184,6 +202,12 @@ class Dispatch(_Msg, tag="dispatch", kw_only=True, frozen=True):
     processors: dict[str, dict[str, str]] = {}
 
 
+class Dispatches(_Msg, tag="dispatches", kw_only=True, frozen=True):
+    """The runs the leader sends one executor at once (the launches of one second go in a few messages)."""
+
+    runs: list[Dispatch]
+
+
 class OutputPublished(_Msg, tag="output_published", kw_only=True, frozen=True):
     execution_id: str
     chunk: str
@@ -194,7 +218,7 @@ class ExecutionEnded(_Msg, tag="ended", kw_only=True, frozen=True):
     status: str
 
 
-Published = Dispatch | OutputPublished | ExecutionEnded
+Published = Dispatch | Dispatches | OutputPublished | ExecutionEnded
 
 # ---- codecs (built once) ------------------------------------------------------------------------------
 
@@ -204,6 +228,10 @@ to_peer_decoder: Final = msgspec.msgpack.Decoder(ToPeer)
 published_decoder: Final = msgspec.msgpack.Decoder(Published)
 
 MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
+# An executor's message to the leader may carry several frames, each one message of ToLeader: what it sends in one
+# turn of its loop (a burst of accepted, started and finished runs) goes in one ZeroMQ message.
+MAX_BUNDLE: Final = 256  # frames per message
+BUNDLE_BYTES: Final = 1024 * 1024  # a bundle is sent once its frames reach this size
 
 
 def encode(message: msgspec.Struct) -> bytes:

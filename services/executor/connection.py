@@ -14,13 +14,14 @@ import zmq
 import zmq.asyncio
 
 from cronbus.common import messages
-from cronbus.common.bus import RECONNECT_IVL_MAX_MS, Bus
+from cronbus.common.bus import RECONNECT_IVL_MAX_MS, Bus, send_now
 from cronbus.common.consul import keys
 from cronbus.common.consul.client import ConsulClient
 from cronbus.common.consul.store import Store
 from cronbus.common.errors import ConsulError
 from cronbus.common.messages import (
     Ack,
+    CancelRun,
     ControlReply,
     ExecutionFinished,
     ExecutionStarted,
@@ -53,7 +54,7 @@ class Handler(Protocol):
 
     def running_count(self) -> int: ...
 
-    async def on_peer(self, message: Welcome | KillRequested | QueryExecutions | ControlReply) -> None: ...
+    async def on_peer(self, message: Welcome | KillRequested | CancelRun | QueryExecutions | ControlReply) -> None: ...
 
     async def on_published(self, message: Published) -> None: ...
 
@@ -172,7 +173,10 @@ class LeaderConnection:
         self.outbox = Outbox()
         self.leader: LeaderInfo | None = None
         self._leader_changed = asyncio.Event()
-        self._queue: asyncio.Queue[bytes] | None = None  # frames for the current session's DEALER
+        self._dealer: zmq.asyncio.Socket | None = None  # the current session's
+        self.revision = 0  # of the protocol the current leader and this executor both speak (messages.REVISION)
+        self._bundle: list[bytes] = []  # frames to send at the loop's next turn (see send)
+        self._bundle_bytes = 0
         self._session_leader: LeaderInfo | None = None
         self._session_over = asyncio.Event()
         self._welcomed = False
@@ -181,14 +185,29 @@ class LeaderConnection:
     @property
     def connected(self) -> bool:
         """True while a leader has welcomed this executor on the current session."""
-        return self._welcomed and self._queue is not None
+        return self._welcomed and self._dealer is not None
 
     def send(self, message: msgspec.Struct) -> None:
-        """Best effort: queued on the current session, dropped when there is none."""
-        if self._queue is None:
+        """Best effort: sent on the current session at the loop's next turn, together with every other message sent
+        in this turn (one ZeroMQ message of several frames); dropped when there is no session."""
+        if self._dealer is None:
             log.debug("no leader session; dropped kind=%s", type(message).__name__)
             return
-        self._queue.put_nowait(messages.encode(message))
+        frame = messages.encode(message)
+        if self.revision < 1:  # the leader reads one frame per message
+            send_now(self._dealer, [frame])
+            return
+        if not self._bundle:
+            asyncio.get_running_loop().call_soon(self._send_bundle)
+        self._bundle.append(frame)
+        self._bundle_bytes += len(frame)
+        if len(self._bundle) >= messages.MAX_BUNDLE or self._bundle_bytes >= messages.BUNDLE_BYTES:
+            self._send_bundle()
+
+    def _send_bundle(self) -> None:
+        bundle, self._bundle, self._bundle_bytes = self._bundle, [], 0
+        if bundle and self._dealer is not None:
+            send_now(self._dealer, bundle)
 
     def send_reliable(self, message: Reliable) -> None:
         """Kept until acked, resent after the ack timeout and after every reconnect."""
@@ -279,6 +298,7 @@ class LeaderConnection:
         self._session_leader = leader
         self._session_over = asyncio.Event()
         self._welcomed = False
+        self.revision = 0
         self._heard_at = time.monotonic()
         dealer: zmq.asyncio.Socket | None = None
         sub: zmq.asyncio.Socket | None = None
@@ -286,14 +306,12 @@ class LeaderConnection:
             dealer = self.bus.dealer(leader.router, self.identity)
             sub = self.bus.sub(leader.publisher, self.topics)
             log.info("connecting leader=%s term=%d router=%s", leader.name, leader.term, leader.router)
-            queue: asyncio.Queue[bytes] = asyncio.Queue()
-            self._queue = queue
+            self._dealer = dealer
             self.send(self.handler.hello())
             for message in self.outbox.due(0):
                 self.send(message)
             async with asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(self._write(dealer, queue)),
                     tg.create_task(self._read_dealer(dealer)),
                     tg.create_task(self._read_sub(sub)),
                     tg.create_task(self._tick()),
@@ -304,17 +322,12 @@ class LeaderConnection:
         except* zmq.ZMQError as group:
             log.warning("bus error with leader=%s: %s", leader.name, group.exceptions[0])
         finally:
-            self._queue = None
+            self._dealer = None
             self._session_leader = None
             for sock in (dealer, sub):
                 if sock is not None:
                     sock.close()  # with the bus's linger
         return self._welcomed
-
-    @staticmethod
-    async def _write(dealer: zmq.asyncio.Socket, queue: asyncio.Queue[bytes]) -> None:
-        while True:
-            await dealer.send(await queue.get())
 
     async def _read_dealer(self, dealer: zmq.asyncio.Socket) -> None:
         while True:
@@ -344,9 +357,10 @@ class LeaderConnection:
                     )
                     return
                 self._welcomed = True
-                log.info("welcomed by leader=%s term=%d", name, term)
+                self.revision = min(message.revision, messages.REVISION)
+                log.info("welcomed by leader=%s term=%d revision=%d", name, term, self.revision)
                 await self.handler.on_peer(message)
-            case KillRequested() | QueryExecutions() | ControlReply():
+            case KillRequested() | CancelRun() | QueryExecutions() | ControlReply():
                 await self.handler.on_peer(message)
             case _:
                 assert_never(message)

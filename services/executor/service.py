@@ -9,6 +9,7 @@ import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import assert_never
 
@@ -21,9 +22,12 @@ from cronbus.common.consul.client import ConsulClient
 from cronbus.common.errors import ValidationError
 from cronbus.common.lifecycle import tune_gc
 from cronbus.common.messages import (
+    REVISION,
+    CancelRun,
     ControlReply,
     Dispatch,
     DispatchAccepted,
+    Dispatches,
     DispatchRefused,
     ExecutionEnded,
     ExecutionFinished,
@@ -56,6 +60,14 @@ RESULTS_KEPT = 64  # finished results kept in memory to answer a repeated dispat
 DELIVERY_WAIT_S = 5.0  # at shutdown, how long results may wait for acks before the journal keeps them
 CANCEL_MARGIN_S = 5.0  # after a kill, how much longer than kill_grace_s a run may take before it is cancelled
 INTERRUPTED = "executor restarted during the run"
+# The leader sends a run up to a second ahead of its slot, and this executor starts it at the slot by its own clock.
+# A longer wait means the two clocks disagree: the run starts after this long rather than wait on a wrong clock.
+HOLD_MAX_S = 5.0
+# The loop's timers fire a millisecond or two late (epoll counts whole milliseconds, other callbacks go first): the
+# timer of a slot is set this much early and the release sleeps the rest, so held runs start within a millisecond.
+TIMER_SLACK_S = 0.003
+
+Stop = tuple[str, str]  # how a run held for its slot ends instead of starting: (status, reason)
 
 
 def builtin_tags(settings: ExecutorSettings) -> dict[str, str]:
@@ -78,6 +90,8 @@ class _Run:
     kill: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     processors: dict[str, dict[str, str]] = field(default_factory=dict)  # the job's output processors
+    # Resolved when a run sent ahead of its slot may start (None), or ends before it started (Stop).
+    release: asyncio.Future[Stop | None] | None = None
 
 
 class ExecutorService:
@@ -114,6 +128,8 @@ class ExecutorService:
             handler=self,
         )
         self.runs: dict[str, _Run] = {}
+        self._held: dict[datetime, list[_Run]] = {}  # runs waiting for their slot, by slot (one timer per slot)
+        self._accepted: list[str] = []  # ids accepted in this turn of the loop, not acknowledged yet
         self.results: OrderedDict[str, ExecutionFinished] = OrderedDict()
         self.accepting = True
         self._acked = asyncio.Event()
@@ -185,6 +201,7 @@ class ExecutorService:
         if not await self._runs_ended(self.settings.drain_timeout_s):
             log.warning("drain timeout: killing runs=%d", len(self.runs))
             for run in self.runs.values():
+                self._stop_held(run, ("killed", "executor stopped before the run's slot"))
                 run.kill.set()
             if not await self._runs_ended(self.settings.kill_grace_s + CANCEL_MARGIN_S):
                 log.error("runs did not stop after a kill; cancelling count=%d", len(self.runs))
@@ -220,6 +237,7 @@ class ExecutorService:
             running=list(self.runs),
             recent=self.seen.recent_finished(RECENT_IN_HELLO),
             max_term=self.seen.max_term,
+            revision=REVISION,
         )
 
     def running_count(self) -> int:
@@ -230,7 +248,7 @@ class ExecutorService:
             self.journal.remove(message.seq)
             self._acked.set()
 
-    async def on_peer(self, message: Welcome | KillRequested | QueryExecutions | ControlReply) -> None:
+    async def on_peer(self, message: Welcome | KillRequested | CancelRun | QueryExecutions | ControlReply) -> None:
         match message:
             case Welcome(term=term):
                 await self.seen.see_term(term)
@@ -240,9 +258,15 @@ class ExecutorService:
                     log.warning("ignored kill exec=%s: stale term %d < %d", execution_id, term, self.seen.max_term)
                 elif run is None:
                     log.info("kill of an execution not running here exec=%s", execution_id)
-                else:
+                elif not self._stop_held(run, ("killed", "killed before its slot")):
                     log.info("killing job=%s exec=%s", run.request.job_name, execution_id)
                     run.kill.set()
+            case CancelRun(execution_id=execution_id, term=term, reason=reason):
+                run = self.runs.get(execution_id)
+                if term < self.seen.max_term:
+                    log.warning("ignored cancel exec=%s: stale term %d < %d", execution_id, term, self.seen.max_term)
+                elif run is None or not self._stop_held(run, ("skipped", reason)):
+                    log.info("cancel of a run not waiting for its slot here exec=%s", execution_id)
             case QueryExecutions(execution_ids=ids):
                 known = [i for i in ids if i in self.seen or i in self.runs]
                 self.connection.send(StatusReport(node=self.node, known=known))
@@ -255,6 +279,9 @@ class ExecutorService:
         match message:
             case Dispatch():
                 await self._on_dispatch(message)
+            case Dispatches(runs=runs):
+                for dispatch in runs:
+                    await self._on_dispatch(dispatch)
             case OutputPublished() | ExecutionEnded():
                 pass  # for gateways
             case _:
@@ -273,7 +300,11 @@ class ExecutorService:
         await self.seen.see_term(dispatch.term)
         if execution_id in self.seen or execution_id in self.runs:
             log.info("repeated dispatch job=%s exec=%s", job_name, execution_id)
-            self.connection.send(DispatchAccepted(execution_id=execution_id, node=self.node, duplicate=True))
+            self.connection.send(
+                DispatchAccepted(
+                    execution_id=execution_id, execution_ids=[execution_id], node=self.node, duplicate=True
+                )
+            )
             await self._resend_result(execution_id)
             return
         if not self.accepting:
@@ -318,25 +349,21 @@ class ExecutorService:
         request = run.request
         try:
             await self.seen.accept(request.execution_id, request.job_name)  # durable before the leader hears of it
-            self.connection.send(DispatchAccepted(execution_id=request.execution_id, node=self.node))
+            self._accept(request.execution_id)
+            stop = await self._hold(run)
+            if stop is not None:
+                await self._end_held(request, *stop)
+                return
+            started_at = now_utc()
+            began = time.monotonic()
             # Output a processor keeps to itself (forward false) is not streamed live either.
             stream = forwards_output(run.processors)
             output = OutputBuffer(on_chunk=(lambda chunk: self._stream(request, chunk)) if stream else None)
-            started_at = now_utc()
-            began = time.monotonic()
-            self.metrics.started.inc(executor=request.executor if request.executor in EXECUTORS else "unknown")
-            self.connection.send_reliable(
-                ExecutionStarted(
-                    seq=self.connection.outbox.next_seq(),
-                    execution_id=request.execution_id,
-                    job_name=request.job_name,
-                    node=self.node,
-                    started_at=started_at,
-                )
-            )
-            log.info("started job=%s exec=%s executor=%s", request.job_name, request.execution_id, request.executor)
+            # Reported in the loop's next turn: the runs released at one slot all start before any is reported.
+            asyncio.get_running_loop().call_soon(self._report_started, request, started_at)
             try:
                 result = await self._run(request, output, run.kill)
+                await asyncio.sleep(0)  # a run that ended at once (noop) lets the others of its slot start first
             finally:
                 output.close()
             self.metrics.finished.inc(status=result.status)
@@ -362,6 +389,82 @@ class ExecutorService:
             )
         finally:
             del self.runs[request.execution_id]
+
+    def _accept(self, execution_id: str) -> None:
+        """Acknowledges a dispatch; the ids accepted in one turn of the loop go in one message (revision 1)."""
+        if self.connection.revision < 1:
+            self.connection.send(
+                DispatchAccepted(execution_id=execution_id, execution_ids=[execution_id], node=self.node)
+            )
+            return
+        if not self._accepted:
+            asyncio.get_running_loop().call_soon(self._send_accepted)
+        self._accepted.append(execution_id)
+
+    def _send_accepted(self) -> None:
+        self.connection.send(DispatchAccepted(execution_ids=self._accepted, node=self.node))
+        self._accepted = []
+
+    async def _hold(self, run: _Run) -> Stop | None:
+        """A run sent ahead of its slot waits for the slot (one timer per slot releases all its runs at once).
+        Returns None when the run may start, or how it ends when it was killed or cancelled before that."""
+        slot = run.request.scheduled_at
+        wait_s = (slot - now_utc()).total_seconds()
+        if wait_s <= 0:
+            return None
+        loop = asyncio.get_running_loop()
+        run.release = loop.create_future()
+        held = self._held.get(slot)
+        if held is None:
+            held = self._held[slot] = []
+            loop.call_later(max(0.0, min(wait_s, HOLD_MAX_S) - TIMER_SLACK_S), self._release, slot)
+        held.append(run)
+        return await run.release
+
+    def _release(self, slot: datetime) -> None:
+        early_s = (slot - now_utc()).total_seconds()
+        if 0 < early_s <= TIMER_SLACK_S:  # the timer was set early on purpose: never start before the slot
+            time.sleep(early_s)
+        for run in self._held.pop(slot, []):
+            if run.release is not None and not run.release.done():
+                run.release.set_result(None)
+
+    @staticmethod
+    def _stop_held(run: _Run, stop: Stop) -> bool:
+        """Ends a run that waits for its slot without starting it; False if it is not waiting (any more)."""
+        if run.release is None or run.release.done():
+            return False
+        run.release.set_result(stop)
+        return True
+
+    async def _end_held(self, request: RunRequest, status: str, reason: str) -> None:
+        log.info("ended before its slot job=%s exec=%s status=%s: %s", request.job_name, request.execution_id,
+                 status, reason)  # fmt: skip
+        await self._finish(
+            ExecutionFinished(
+                seq=self.connection.outbox.next_seq(),
+                execution_id=request.execution_id,
+                job_name=request.job_name,
+                node=self.node,
+                status=status,
+                reason=reason,
+                output=f"[cronbus] {reason}\n",
+                finished_at=now_utc(),
+            )
+        )
+
+    def _report_started(self, request: RunRequest, started_at: datetime) -> None:
+        self.metrics.started.inc(executor=request.executor if request.executor in EXECUTORS else "unknown")
+        self.connection.send_reliable(
+            ExecutionStarted(
+                seq=self.connection.outbox.next_seq(),
+                execution_id=request.execution_id,
+                job_name=request.job_name,
+                node=self.node,
+                started_at=started_at,
+            )
+        )
+        log.info("started job=%s exec=%s executor=%s", request.job_name, request.execution_id, request.executor)
 
     async def _run(self, request: RunRequest, output: OutputBuffer, kill: asyncio.Event) -> RunResult:
         try:

@@ -39,6 +39,8 @@ OUTPUT_LIMIT = 256_000
 MAX_OUTPUT_JSON = 300_000  # bytes of a record's output once JSON-encoded
 MAX_BACKOFF = timedelta(minutes=5)
 FAN_OUT_CHUNK = 60  # records per ledger unit (a transaction holds 64 operations)
+DISABLED = "job disabled before its slot"
+DISPATCH_BATCH = 200  # runs per Dispatches message
 
 Publish = Callable[[bytes, msgspec.Struct], None]  # sends at once, never blocks (see SchedulerService._publish)
 SendTo = Callable[[bytes, msgspec.Struct], None]
@@ -56,19 +58,6 @@ class Active(msgspec.Struct, kw_only=True):
     output: str = ""
     holds: str = ""  # the executor this run holds a slot of (sent there, not finished): see Dispatcher._slots
     waiting: bool = False  # held back: its executor has no free slot
-
-
-def _by_slot(
-    due: list[tuple[Job, datetime]],
-    pending: list[tuple[str, list[Execution], list[asyncio.Future[Outcome]]]],
-    outcomes: list[tuple[str, list[str]]],
-) -> dict[datetime, list[Execution]]:
-    """The records of the launches that went ahead, by slot."""
-    slots: dict[datetime, list[Execution]] = {}
-    for (_, slot), (_, records, _), (outcome, _) in zip(due, pending, outcomes, strict=True):
-        if outcome == "launched":
-            slots.setdefault(slot, []).extend(records)
-    return slots
 
 
 # ---- status changes (pure: they return new structs, never mutate) -----------------------------------------
@@ -178,6 +167,7 @@ class Dispatcher:
         self._slots: dict[str, int] = {}  # node -> slots held
         self._waiting: dict[str, deque[Active]] = {}  # node -> runs waiting for a slot, oldest first
         self._freed: set[str] = set()  # nodes with waiting runs and a slot freed since _send_waiting ran
+        self._outgoing: dict[str, list[m.Dispatch]] = {}  # node -> dispatches not sent yet (_queue_dispatch)
         self.started_at = time.monotonic()
 
     # ---- recovery --------------------------------------------------------------------------------------
@@ -226,8 +216,9 @@ class Dispatcher:
         self, due: list[tuple[Job, datetime]], *, manual: bool = False
     ) -> list[tuple[str, list[str]]]:
         """launch() of many slots at once: every launch record is submitted before any is awaited, so they share
-        transactions, and each run is dispatched at its slot. Outcomes in the order of `due`; a launch that failed
-        (Consul refused it 20 times) is logged and reported "fenced"."""
+        transactions, and the runs are dispatched once all are committed, ahead of their slot (their executors
+        start them at the slot). Outcomes in the order of `due`; a launch that failed (Consul refused it 20
+        times) is logged and reported "fenced"."""
         pending: list[tuple[str, list[Execution], list[asyncio.Future[Outcome]]]] = []
         for job, slot in due:
             try:
@@ -236,25 +227,35 @@ class Dispatcher:
                 log.error("launch failed job=%s slot=%s: %s", job.name, slot.isoformat(), exc)
                 pending.append(("failed", [], []))
         outcomes = [await self._launched(job, *launch) for (job, _), launch in zip(due, pending, strict=True)]
-        for slot, records in sorted(_by_slot(due, pending, outcomes).items()):
-            early_s = (slot - now_utc()).total_seconds()
-            if early_s > 0:  # recorded ahead of time (the planner's lead); dispatched at the slot itself
-                await asyncio.sleep(early_s)
-            for record in records:
-                launched = self.active.get(record.id)
-                if launched is None or launched.sent_at:  # the tick may have sent it already
-                    continue
-                current = self._job(record.job_name)
-                if current is not None:
-                    launched.job = current  # an edit made since the launch was recorded applies
-                if not record.manual and current is not None and current.disabled:
-                    self.metrics.skipped.inc()
-                    await self._finish(launched, msgspec.structs.replace(
-                        record, status="skipped", reason="job disabled before its slot", output="job disabled "
-                        "before its slot", finished_at=now_utc()))  # fmt: skip
-                else:
-                    await self._dispatch(launched)
+        for (outcome, _), (_, records, _) in zip(outcomes, pending, strict=True):
+            if outcome == "launched":
+                for record in records:
+                    await self._send_launched(record)
         return outcomes
+
+    async def _send_launched(self, record: Execution) -> None:
+        launched = self.active.get(record.id)
+        if launched is None or launched.sent_at:  # the tick may have sent it already
+            return
+        current = self._job(record.job_name)
+        if current is not None:
+            launched.job = current  # an edit made since the launch was recorded applies
+        if not record.manual and current is not None and current.disabled:
+            self.metrics.skipped.inc()
+            await self._finish(launched, msgspec.structs.replace(
+                record, status="skipped", reason=DISABLED, output=DISABLED, finished_at=now_utc()))  # fmt: skip
+        else:
+            await self._dispatch(launched)
+
+    def cancel_ahead(self, job_name: str) -> None:
+        """The job was disabled: its runs sent ahead of their slot do not start (the executor records them
+        skipped, unless the slot came first)."""
+        now = now_utc()
+        for active in self.running_of(job_name):
+            record = active.record
+            state = self.registry.executors.get(record.node_name)
+            if active.sent_at and not record.manual and record.scheduled_at > now and state is not None:
+                self._send_to(state.identity, m.CancelRun(execution_id=record.id, term=self.term, reason=DISABLED))
 
     async def _submit_launch(
         self, job: Job, slot: datetime, manual: bool
@@ -287,10 +288,11 @@ class Dispatcher:
                 for node in targets
             ]
         chunks = []
+        ahead = not manual and slot > now_utc()
         for start in range(0, len(records), FAN_OUT_CHUNK):
             chunk = records[start : start + FAN_OUT_CHUNK]
             change = _launched([r.id for r in chunk], None if manual else slot)
-            chunks.append(self.ledger.submit(Unit(create=chunk, status={job.name: [change]})))
+            chunks.append(self.ledger.submit(Unit(create=chunk, status={job.name: [change]}, ahead=ahead)))
         return "launch", records, chunks
 
     async def _launched(
@@ -354,6 +356,8 @@ class Dispatcher:
         record = active.record
         if record.due_at > now_utc() or not self._is_leader() or active.waiting:
             return
+        if record.scheduled_at > now_utc() and not self._takes_ahead(record.node_name):
+            return  # an executor of revision 0 would start it at once: the tick sends it at the slot
         needs_target = not record.node_name or not self.registry.is_live(record.node_name)
         if needs_target and (not await self._retarget(active) or record.id not in self.active):
             return  # no executor for it now, or it ended (killed, expired) while the choice was written
@@ -372,8 +376,8 @@ class Dispatcher:
                 timeout_s = parse_duration(job.timeout).total_seconds()
             except ValueError:
                 timeout_s = None
-        self._publish(
-            node_topic(active.record.node_name),
+        self._queue_dispatch(
+            active.record.node_name,
             m.Dispatch(
                 term=self.term,
                 execution_id=record.id,
@@ -390,6 +394,31 @@ class Dispatcher:
         )
         self.metrics.dispatched.inc()
         log.debug("dispatched exec=%s node=%s send=%d", record.id, active.record.node_name, active.sends)
+
+    def _takes_ahead(self, node: str) -> bool:
+        """Whether the executor holds a run sent ahead until its slot (revision 1 of the protocol)."""
+        state = self.registry.executors.get(node)
+        return state is not None and state.revision >= 1
+
+    def _queue_dispatch(self, node: str, dispatch: m.Dispatch) -> None:
+        """Dispatches go out per executor in batches: when DISPATCH_BATCH are queued, or at the loop's next turn
+        (an executor of revision 0 gets each alone, at once)."""
+        if not self._takes_ahead(node):
+            self._publish(node_topic(node), dispatch)
+            return
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._send_dispatches)
+        queued = self._outgoing.setdefault(node, [])
+        queued.append(dispatch)
+        if len(queued) >= DISPATCH_BATCH:
+            self._publish(node_topic(node), m.Dispatches(runs=queued))
+            del self._outgoing[node]
+
+    def _send_dispatches(self) -> None:
+        outgoing, self._outgoing = self._outgoing, {}
+        if self._is_leader():  # else they are dropped: a dispatch is always sent again until acknowledged
+            for node, runs in outgoing.items():
+                self._publish(node_topic(node), m.Dispatches(runs=runs))
 
     async def _retarget(self, active: Active) -> bool:
         """Chooses an executor for a waiting or orphaned pending execution, and records the choice before
@@ -441,11 +470,10 @@ class Dispatcher:
     # ---- from executors --------------------------------------------------------------------------------
 
     def on_accepted(self, msg: m.DispatchAccepted) -> None:
-        active = self.active.get(msg.execution_id)
-        if active is not None and active.record.node_name == msg.node and not active.acked:
-            active.acked = True
-            if not active.record.manual and active.record.attempt == 1:
-                self.metrics.lag.observe(max(0.0, (now_utc() - active.record.scheduled_at).total_seconds()))
+        for exec_id in msg.execution_ids or [msg.execution_id]:
+            active = self.active.get(exec_id)
+            if active is not None and active.record.node_name == msg.node:
+                active.acked = True
 
     async def on_refused(self, msg: m.DispatchRefused) -> None:
         active = self.active.get(msg.execution_id)
@@ -463,6 +491,8 @@ class Dispatcher:
         if active is None:
             return
         active.acked = True
+        if not active.record.manual and active.record.attempt == 1 and active.record.status == "pending":
+            self.metrics.lag.observe(max(0.0, (msg.started_at - active.record.scheduled_at).total_seconds()))
         active.record = msgspec.structs.replace(
             active.record, status="running", started_at=msg.started_at, node_name=msg.node
         )
@@ -487,6 +517,8 @@ class Dispatcher:
         active = self.active.get(msg.execution_id) or await self._adopt_reported(msg.job_name, msg.execution_id)
         if active is None:
             return  # finished before (a resend), or its job is gone
+        if msg.status == "skipped":  # sent ahead of its slot, and cancelled before it (cancel_ahead)
+            self.metrics.skipped.inc()
         output, cut = fit_output(msg.output)
         record = msgspec.structs.replace(
             active.record,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -23,11 +24,13 @@ Outcome = Literal["committed", "exists", "fenced"]
 MAX_TXN_BYTES = 300_000
 IN_FLIGHT = 8  # transactions under way at once (Consul applies concurrent ones together: several times the rate)
 SCAN = 512  # units looked at for one batch, past ones blocked by a transaction in flight
+AHEAD_SHARE = MAX_TXN_OPS // 2  # operations of a transaction that launches ahead of their slot may take first
 
 
 class Unit:
     """Writes that must commit together. `create` records are create-only: if one exists already the
-    unit is not applied and its outcome is "exists" (a launch replayed after a leader change)."""
+    unit is not applied and its outcome is "exists" (a launch replayed after a leader change). `ahead`: a launch
+    recorded ahead of its slot, which must be written (and sent) before the slot comes."""
 
     def __init__(
         self,
@@ -36,13 +39,20 @@ class Unit:
         update: list[Execution] | None = None,
         status: dict[str, list[StatusChange]] | None = None,
         delete: list[TxnOp] | None = None,
+        ahead: bool = False,
     ) -> None:
         self.create = create or []
         self.update = update or []
         self.status = status or {}
         self.delete = delete or []
+        self.ahead = ahead
         self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.superseded = False  # a later unit writes its only record: it shares that unit's outcome
         self._keys: set[str] | None = None
+
+    def only_updates(self, key: str) -> bool:
+        """Whether the unit does nothing but update the record at `key` (a later update of it may replace it)."""
+        return not (self.create or self.status or self.delete) and _record_keys(self.update) == [key]
 
     def size(self) -> int:
         return len(self.create) + len(self.update) + len(self.status) + len(self.delete)
@@ -75,19 +85,29 @@ class Ledger:
         self.statuses = statuses
         self._pending: deque[Unit] = deque()
         self._updates: deque[Unit] = deque()  # units that change records of runs under way: written first
+        self._ahead: deque[Unit] = deque()  # launches ahead of their slot: up to AHEAD_SHARE of a batch before those
+        self._queued: dict[str, Unit] = {}  # record key -> the queued unit that updates it last
         self._wake = asyncio.Event()
         self.fenced = False
 
     def submit(self, unit: Unit) -> asyncio.Future[Outcome]:
-        """Queues a unit. Units that update records (a run started, finished, went to another executor) go before
-        the others, in the order they came: when more runs are due than Consul takes in, runs under way are still
-        recorded and new launches wait (late, never lost). Launches create records, so no update can be about a
-        record still waiting in the other queue."""
+        """Queues a unit. Launches ahead of their slot take up to half of a transaction first, so a herd due at one
+        second is recorded (and sent) before it. Then units that update records (a run started, finished, went to
+        another executor) go before the others, in the order they came: when more runs are due than Consul takes
+        in, runs under way are still recorded and late launches wait (late, never lost). Launches create records,
+        so no update can be about a record still waiting in a launch queue. A queued unit that only updates one
+        record is replaced by a later update of that record (a short run's "started" by its "finished")."""
         if self.fenced:
             unit.done.set_result("fenced")
-        else:
-            (self._updates if unit.update else self._pending).append(unit)
-            self._wake.set()
+            return unit.done
+        for key in _record_keys(unit.update):
+            earlier = self._queued.get(key)
+            if earlier is not None and not earlier.superseded and earlier.only_updates(key):
+                earlier.superseded = True
+                unit.done.add_done_callback(functools.partial(_follow, earlier))
+            self._queued[key] = unit
+        (self._ahead if unit.ahead else self._updates if unit.update else self._pending).append(unit)
+        self._wake.set()
         return unit.done
 
     def status(self, name: str) -> JobStatus:
@@ -125,27 +145,35 @@ class Ledger:
                 task.cancel()
             if in_flight:
                 await asyncio.wait(in_flight)
-            _resolve([*(u for batch, _ in in_flight.values() for u in batch), *self._updates, *self._pending], "fenced")
-            self._updates.clear()
-            self._pending.clear()
+            queued = [*self._ahead, *self._updates, *self._pending]
+            _resolve([*(u for batch, _ in in_flight.values() for u in batch), *queued], "fenced")
+            for queue in (self._ahead, self._updates, self._pending):
+                queue.clear()
+            self._queued.clear()
 
     def _take(self, busy: set[str]) -> list[Unit]:
-        """The next batch: queued units (updates first, each queue in order) that fit in one transaction and
-        touch no key of a transaction in flight. A unit passed over blocks its keys for the units after it, so the
-        writes of one key stay in the order they came. Looks at most SCAN units ahead."""
+        """The next batch: queued units (launches ahead up to AHEAD_SHARE operations, updates, the rest of the
+        launches ahead, other units; each queue in order) that fit in one transaction and touch no key of a
+        transaction in flight. A unit passed over blocks its keys for the units after it, so the writes of one key
+        stay in the order they came. Looks at most SCAN units ahead."""
         batch: list[Unit] = []
         blocked = set(busy)
         ops = size = scanned = 0
         full = False
-        for queue in (self._updates, self._pending):
+        passes = ((self._ahead, AHEAD_SHARE), (self._updates, MAX_TXN_OPS), (self._ahead, MAX_TXN_OPS),
+                  (self._pending, MAX_TXN_OPS))  # fmt: skip
+        for queue, share in passes:
             passed: list[Unit] = []
             while queue and scanned < SCAN and not full:
                 unit = queue[0]
+                if unit.superseded:
+                    queue.popleft()
+                    continue
                 # One operation of every transaction is the fence; status writes of one job merge into one; and
                 # Consul refuses a request body over 512 KiB (values travel base64-encoded, a third larger).
-                # A full batch ends the scan: what is left of the updates still goes before any launch.
+                # A full batch ends the scan: what is left of the updates still goes before any late launch.
                 full = bool(batch) and (ops + unit.size() >= MAX_TXN_OPS - 1 or size + unit.nbytes() > MAX_TXN_BYTES)
-                if full:
+                if full or (batch and ops + unit.size() > share):
                     break
                 queue.popleft()
                 scanned += 1
@@ -154,6 +182,9 @@ class Ledger:
                     batch.append(unit)
                     ops += unit.size()
                     size += unit.nbytes()
+                    for key in _record_keys(unit.update):
+                        if self._queued.get(key) is unit:
+                            del self._queued[key]
                 else:
                     passed.append(unit)
                     blocked.update(unit_keys)
@@ -232,6 +263,22 @@ class Ledger:
             owners.append(name)
             new_statuses[key] = (name, status)
         return ops, owners, new_statuses
+
+
+def _record_keys(records: list[Execution]) -> list[str]:
+    return [keys.execution(r.job_name, r.id) for r in records]
+
+
+def _follow(unit: Unit, later: asyncio.Future[Outcome]) -> None:
+    """A superseded unit ends as the unit that replaced it did."""
+    if unit.done.done():
+        return
+    if later.cancelled():
+        unit.done.set_result("fenced")
+    elif (exc := later.exception()) is not None:
+        unit.done.set_exception(exc)
+    else:
+        unit.done.set_result(later.result())
 
 
 def _resolve(batch: list[Unit], outcome: Outcome) -> None:

@@ -12,7 +12,9 @@ class SchedulerMetrics:
         self.registry = Registry()
         r = self.registry
         self.lag = r.histogram(
-            "cronbus_dispatch_lag_seconds", "Scheduled instant to the executor's acceptance, per dispatch.", LAG_BUCKETS
+            "cronbus_dispatch_lag_seconds",
+            "Scheduled instant to the start of the run on its executor, per scheduled run.",
+            LAG_BUCKETS,
         )
         self.fires = r.counter("cronbus_fires_total", "Scheduled slots that came due.")
         self.dispatched = r.counter("cronbus_dispatched_total", "Dispatch messages published (resends included).")

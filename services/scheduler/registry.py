@@ -10,7 +10,7 @@ import msgspec
 
 from cronbus.common.bus import node_topic
 from cronbus.common.errors import UnavailableError
-from cronbus.common.messages import OUTPUT_TOPIC, Hello
+from cronbus.common.messages import OUTPUT_TOPIC, REVISION, Hello
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ class ExecutorState(msgspec.Struct, kw_only=True):
     running: int = 0
     last_seen: float = 0.0
     subscribed: bool = False  # its node topic reached our XPUB, so a dispatch published now reaches it
+    revision: int = 0  # of the protocol both speak (messages.REVISION)
 
 
 class NoTargetError(UnavailableError):
@@ -62,6 +63,7 @@ class ExecutorRegistry:
             running=len(msg.running),
             last_seen=self._clock(),
             subscribed=node_topic(msg.node) in self._subscriptions,
+            revision=min(msg.revision, REVISION),
         )
         self.executors[msg.node] = state
         return state

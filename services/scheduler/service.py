@@ -9,14 +9,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any, assert_never, cast
+from typing import Any, assert_never
 
 import msgspec
 import zmq
 import zmq.asyncio
 
 from cronbus.common import messages as m
-from cronbus.common.bus import Bus
+from cronbus.common.bus import Bus, send_now
 from cronbus.common.consul import keys
 from cronbus.common.consul.catalog import Registration
 from cronbus.common.consul.client import ConsulClient
@@ -38,8 +38,9 @@ from cronbus.services.scheduler.registry import ExecutorRegistry
 
 log = logging.getLogger(__name__)
 
-# Launches are recorded up to this long before their slot and dispatched at it (a run of a job disabled meanwhile
-# is recorded skipped), so a herd of thousands due at one second is mostly in Consul when the second comes.
+# Launches are recorded up to this long before their slot and dispatched as soon as recorded; executors start them at
+# the slot (a run of a job disabled meanwhile is recorded skipped). So the runs of a herd of thousands due at one
+# second are in Consul and on their executors when the second comes, and none waits for the leader then.
 LEAD = timedelta(seconds=1)
 TICK_S = 0.1
 READ_BURST = 1000  # router messages read at once, then the loop runs other work
@@ -270,12 +271,15 @@ class SchedulerService:
                     log.warning("invalid job definition in Consul job=%s: %s", name, stored.problem)
             else:
                 self._plan_job(job, ledger)
+                if job.disabled and self.dispatcher is not None:
+                    self.dispatcher.cancel_ahead(name)
         self._wake.set()
 
     async def _plan(self, dispatcher: Dispatcher, lost: asyncio.Event, tg: asyncio.TaskGroup) -> None:
         """Pops due slots LEAD ahead and launches them in a task per round: the round's records are written
-        together, then each run is dispatched at its slot, and the next slots are recorded meanwhile. A forbid or
-        replace job gets a task of its own that records its launch at the slot."""
+        together, and each run is dispatched as its record commits (its executor starts it at the slot), while the
+        next slots are recorded. A forbid or replace job gets a task of its own that records its launch at the
+        slot."""
         while not lost.is_set():
             self._wake.clear()
             now = now_utc()
@@ -355,10 +359,10 @@ class SchedulerService:
     def _publish(self, topic: bytes, msg: msgspec.Struct) -> None:
         if topic.startswith(m.OUTPUT_TOPIC) and not self.registry.has_output_subscriber(topic):
             return  # nobody follows this run's output (a stream also reads the record every second)
-        _send_now(self.xpub, [topic, m.encode(msg)])
+        send_now(self.xpub, [topic, m.encode(msg)])
 
     def _send_to(self, identity: bytes, msg: msgspec.Struct) -> None:
-        _send_now(self.router, [identity, m.encode(msg)])
+        send_now(self.router, [identity, m.encode(msg)])
 
     async def _read_xpub(self) -> None:
         while True:
@@ -380,17 +384,19 @@ class SchedulerService:
             await asyncio.sleep(0)  # a receive that finds a message does not yield: let the handlers run
 
     async def _on_frames(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
+        """One message on the router: the peer's identity, then one or more frames, each a message."""
+        if not 2 <= len(frames) <= 1 + m.MAX_BUNDLE:
             log.warning("dropped message with %d frames on the router", len(frames))
             return
-        identity, payload = frames
-        msg = m.decode(m.to_leader_decoder, payload, source=identity.decode(errors="replace"))
-        if msg is None:
-            return
-        try:
-            await self._on_message(identity, msg)
-        except Exception:  # a task boundary: one bad message must not end the scheduler
-            log.exception("failed to handle %s from %r", type(msg).__name__, identity)
+        identity, *payloads = frames
+        for payload in payloads:
+            msg = m.decode(m.to_leader_decoder, payload, source=identity.decode(errors="replace"))
+            if msg is None:
+                continue
+            try:
+                await self._on_message(identity, msg)
+            except Exception:  # a task boundary: one bad message must not end the scheduler
+                log.exception("failed to handle %s from %r", type(msg).__name__, identity)
 
     async def _on_message(self, identity: bytes, msg: m.ToLeader) -> None:
         dispatcher = self.dispatcher
@@ -405,7 +411,8 @@ class SchedulerService:
                     return
                 self.registry.hello(identity, msg)
                 self._acks.reset(identity)
-                self._send_to(identity, m.Welcome(leader=self.settings.node_name, term=dispatcher.term))
+                welcome = m.Welcome(leader=self.settings.node_name, term=dispatcher.term, revision=m.REVISION)
+                self._send_to(identity, welcome)
                 for exec_id in msg.running:
                     active = dispatcher.active.get(exec_id)
                     if active is not None and active.record.node_name == msg.node:
@@ -532,15 +539,6 @@ class SchedulerService:
                 found = await self.store.get_leader()
                 self._leader_known = found[0].name if found is not None else ""
         return self._leader_known
-
-
-def _send_now(socket: zmq.asyncio.Socket, frames: list[bytes]) -> None:
-    """Sends without waiting: pyzmq tries a non-blocking send at once and returns a finished future. A full queue
-    (XPUB drops instead; a ROUTER peer that is gone or flooded) loses the message: the peer resends, or its
-    heartbeats tell."""
-    sent = cast("asyncio.Future[object]", socket.send_multipart(frames, flags=zmq.NOBLOCK))  # typed as Awaitable
-    if sent.done() and sent.exception() is not None:
-        log.debug("message dropped: %s", sent.exception())
 
 
 class InOrderAcks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -20,8 +20,10 @@ from cronbus.common.consul.agent import DevAgent
 from cronbus.common.consul.client import ConsulClient
 from cronbus.common.messages import (
     Ack,
+    CancelRun,
     Dispatch,
     DispatchAccepted,
+    Dispatches,
     DispatchRefused,
     ExecutionFinished,
     ExecutionStarted,
@@ -35,7 +37,7 @@ from cronbus.common.messages import (
     StatusReport,
     Welcome,
 )
-from cronbus.common.models import LeaderInfo
+from cronbus.common.models import LeaderInfo, now_utc
 from tests.helpers import Cluster, ServiceProcess, async_wait_until
 
 M = TypeVar("M", bound=msgspec.Struct)
@@ -44,10 +46,13 @@ NODE = "e1"
 
 
 class FakeLeader:
-    """Plays the scheduler's side: a ROUTER and an XPUB on loopback, heartbeats, acks, and the leader record."""
+    """Plays the scheduler's side: a ROUTER and an XPUB on loopback, heartbeats, acks, and the leader record.
+    `revision` 0 plays a leader of before revision 1 (single dispatches, one frame per message)."""
 
-    def __init__(self, consul: ConsulClient, name: str, term: int) -> None:
+    def __init__(self, consul: ConsulClient, name: str, term: int, revision: int = messages.REVISION) -> None:
         self.consul = consul
+        self.revision = revision
+        self.frames_per_message: list[int] = []
         self.bus = Bus()
         self.router, router_port = self.bus.router("127.0.0.1", 0)
         self.xpub, pub_port = self.bus.xpub("127.0.0.1", 0)
@@ -89,6 +94,8 @@ class FakeLeader:
             self._session = ""
 
     async def publish(self, topic: bytes, message: msgspec.Struct) -> None:
+        if isinstance(message, Dispatch) and self.revision >= 1:  # a leader sends runs in batches
+            message = Dispatches(runs=[message])
         await self.xpub.send_multipart([topic, messages.encode(message)])
 
     async def send(self, message: msgspec.Struct, node: str = NODE) -> None:
@@ -120,16 +127,20 @@ class FakeLeader:
     async def _read_router(self) -> None:
         while True:
             identity, *frames = await self.router.recv_multipart()
-            message = messages.decode(messages.to_leader_decoder, frames[-1], source="test")
-            if message is None:
-                continue
-            self._peers.add(identity)
-            self.received.append(message)
-            if isinstance(message, Hello):
-                welcome = Welcome(leader=self.info.name, term=self.info.term)
-                await self.router.send_multipart([identity, messages.encode(welcome)])
-            if self.auto_ack and isinstance(message, ExecutionStarted | OutputProduced | ExecutionFinished):
-                await self.router.send_multipart([identity, messages.encode(Ack(seq=message.seq))])
+            self.frames_per_message.append(len(frames))
+            for frame in frames:  # an executor bundles what it sends in one turn of its loop
+                await self._on_message(identity, messages.decode(messages.to_leader_decoder, frame, source="test"))
+
+    async def _on_message(self, identity: bytes, message: messages.ToLeader | None) -> None:
+        if message is None:
+            return
+        self._peers.add(identity)
+        self.received.append(message)
+        if isinstance(message, Hello):
+            welcome = Welcome(leader=self.info.name, term=self.info.term, revision=self.revision)
+            await self.router.send_multipart([identity, messages.encode(welcome)])
+        if self.auto_ack and isinstance(message, ExecutionStarted | OutputProduced | ExecutionFinished):
+            await self.router.send_multipart([identity, messages.encode(Ack(seq=message.seq))])
 
     async def _read_xpub(self) -> None:
         while True:
@@ -144,12 +155,19 @@ class FakeLeader:
             await asyncio.sleep(HEARTBEAT_S)
 
 
-def shell(execution_id: str, command: str, *, term: int = 1, targets: tuple[str, ...] = (NODE,)) -> Dispatch:
+def shell(
+    execution_id: str,
+    command: str,
+    *,
+    term: int = 1,
+    targets: tuple[str, ...] = (NODE,),
+    scheduled_at: datetime = datetime(2020, 1, 1, tzinfo=UTC),  # passed: it starts at once
+) -> Dispatch:
     return Dispatch(
         term=term,
         execution_id=execution_id,
         job_name=execution_id.split(":", maxsplit=1)[0],
-        scheduled_at=datetime(2030, 1, 1, tzinfo=UTC),
+        scheduled_at=scheduled_at,
         attempt=1,
         group=0,
         targets=list(targets),
@@ -164,7 +182,7 @@ def gated(gate: Path, then: str = "echo released") -> str:
 
 
 def for_exec(execution_id: str) -> Callable[[msgspec.Struct], bool]:
-    return lambda m: getattr(m, "execution_id", None) == execution_id
+    return lambda m: getattr(m, "execution_id", None) == execution_id or execution_id in getattr(m, "execution_ids", ())
 
 
 def start_executor(cluster: Cluster, *args: str) -> ServiceProcess:
@@ -307,6 +325,53 @@ async def test_stale_term_is_refused(cluster: Cluster, leader: FakeLeader) -> No
     refused = await leader.wait_for(DispatchRefused, for_exec("job:2"))
     assert refused.reason == "stale term 3 < 5"
     assert not leader.of(ExecutionStarted, for_exec("job:2"))
+
+
+async def test_a_run_sent_ahead_of_its_slot_starts_at_it_unless_cancelled_or_killed(
+    cluster: Cluster, leader: FakeLeader
+) -> None:
+    start_executor(cluster)
+    await connected(leader)
+    slot = (now_utc() + timedelta(seconds=1.5)).replace(microsecond=0) + timedelta(seconds=1)
+    for name in ("runs", "cancelled", "killed"):
+        await leader.publish(node_topic(NODE), shell(f"{name}:1", "echo ran", scheduled_at=slot))
+        await leader.wait_for(DispatchAccepted, for_exec(f"{name}:1"))
+    assert now_utc() < slot
+    await leader.send(CancelRun(execution_id="cancelled:1", term=1, reason="job disabled before its slot"))
+    await leader.send(KillRequested(execution_id="killed:1", term=1))
+    cancelled = await leader.wait_for(ExecutionFinished, for_exec("cancelled:1"))
+    assert (cancelled.status, cancelled.reason) == ("skipped", "job disabled before its slot")
+    killed = await leader.wait_for(ExecutionFinished, for_exec("killed:1"))
+    assert (killed.status, killed.reason) == ("killed", "killed before its slot")
+    assert now_utc() < slot  # both ended before the slot, without starting
+    started = await leader.wait_for(ExecutionStarted, for_exec("runs:1"))
+    assert slot <= started.started_at < slot + timedelta(seconds=1)
+    finished = await leader.wait_for(ExecutionFinished, for_exec("runs:1"))
+    assert (finished.status, finished.output) == ("success", "ran\n")
+    assert not leader.of(ExecutionStarted, lambda m: m.execution_id in ("cancelled:1", "killed:1"))
+    # Once started, a cancel comes too late: the run goes on.
+    await leader.send(CancelRun(execution_id="runs:1", term=1, reason="too late"))
+    await leader.publish(node_topic(NODE), shell("after:1", "echo after"))
+    await leader.wait_for(ExecutionFinished, for_exec("after:1"))
+    assert len(leader.of(ExecutionFinished, for_exec("runs:1"))) == 1
+
+
+async def test_with_a_leader_of_revision_0_the_executor_speaks_revision_0(
+    cluster: Cluster, fresh_client: ConsulClient
+) -> None:
+    """A rolling upgrade runs new executors beside an old leader: one frame per message, one id per acceptance."""
+    async with FakeLeader(fresh_client, "leader-old", term=1, revision=0) as leader:
+        await leader.claim()
+        start_executor(cluster)
+        hello = await connected(leader)
+        assert hello.revision == messages.REVISION
+        for i in range(10):  # within the default capacity
+            await leader.publish(node_topic(NODE), shell(f"job:{i}", "true"))
+        for i in range(10):  # within the default capacity
+            accepted = await leader.wait_for(DispatchAccepted, for_exec(f"job:{i}"))
+            assert accepted.execution_id == f"job:{i}"
+            await leader.wait_for(ExecutionFinished, for_exec(f"job:{i}"))
+        assert set(leader.frames_per_message) == {1}
 
 
 async def test_kill_and_capacity(cluster: Cluster, leader: FakeLeader) -> None:

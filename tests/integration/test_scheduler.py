@@ -3,10 +3,13 @@ and survive leader changes (semantics §3–§6)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from cronbus.common import messages as m
+from cronbus.common.bus import Bus, node_topic
 from cronbus.common.consul.agent import DevAgent
 from cronbus.common.consul.store import Store
 from cronbus.common.models import Execution, now_utc
@@ -170,3 +173,57 @@ async def test_a_launch_recorded_ahead_is_skipped_if_the_job_is_disabled_before_
 
 async def _finished_of(store: Store, name: str) -> list[Execution]:
     return finished(await executions(store, name))
+
+
+async def test_an_executor_of_revision_0_gets_each_run_alone_and_at_its_slot(
+    cluster: Cluster, fresh_consul: DevAgent
+) -> None:
+    """A rolling upgrade runs an old executor beside a new leader: it would start a run sent ahead at once, so the
+    leader sends it nothing ahead of the slot, and one Dispatch per message."""
+    store = Store(client(fresh_consul))
+    cluster.scheduler(name="s1")
+    found = await async_wait_until(store.get_leader, timeout_s=20, what="a leader")
+    assert found is not None
+    info = found[0]
+    bus = Bus()
+    dealer = bus.dealer(info.router, "executor:old")
+    sub = bus.sub(info.publisher, [node_topic("old")])
+
+    async def beat() -> None:
+        while True:
+            await dealer.send(m.encode(m.ExecutorHeartbeat(node="old", running=0)))
+            await asyncio.sleep(0.3)
+
+    await dealer.send(m.encode(m.Hello(node="old", tags={"node": "old"}, capacity=4)))  # revision 0
+    beating = asyncio.create_task(beat())
+    try:
+        await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="the old executor joined")
+        instant = (now_utc() + timedelta(seconds=3)).replace(microsecond=0)
+        await put_job(store, name="old-one", schedule=f"@at {instant.isoformat().replace('+00:00', 'Z')}",
+                      executor="noop")  # fmt: skip
+
+        async def dispatched() -> tuple[m.Published | None, datetime]:
+            while True:  # executor_joined's probe run comes first
+                frames = await sub.recv_multipart()
+                message = m.decode(m.published_decoder, frames[1], source="test")
+                if not isinstance(message, m.Dispatch) or message.job_name == "old-one":
+                    return message, now_utc()
+
+        dispatch, arrived = await asyncio.wait_for(dispatched(), 15)
+        assert isinstance(dispatch, m.Dispatch), dispatch
+        assert arrived >= instant
+        exec_id = dispatch.execution_id
+        await dealer.send(m.encode(m.DispatchAccepted(execution_id=exec_id, node="old")))
+        await dealer.send(m.encode(m.ExecutionStarted(seq=1, execution_id=exec_id, job_name="old-one", node="old",
+                                                      started_at=arrived)))  # fmt: skip
+        await dealer.send(m.encode(m.ExecutionFinished(seq=2, execution_id=exec_id, job_name="old-one", node="old",
+                                                       status="success", exit_code=0, started_at=arrived,
+                                                       finished_at=now_utc())))  # fmt: skip
+        records = await async_wait_until(lambda: _finished_of(store, "old-one"), timeout_s=15, what="the record")
+        assert [(r.status, r.node_name) for r in records] == [("success", "old")]
+    finally:
+        beating.cancel()
+        dealer.close(linger=0)
+        sub.close(linger=0)
+        bus.close()
+        await store.consul.close()

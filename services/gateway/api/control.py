@@ -71,7 +71,14 @@ class _LeaderConnection:
                     case NotLeader():
                         log.info("control peer is not the leader endpoint=%s leader=%s", self.endpoint, message.leader)
                         self._fail_pending(_NotLeaderError(message.leader))
-                    case Welcome() | LeaderHeartbeat() | Ack() | messages.KillRequested() | QueryExecutions():
+                    case (
+                        Welcome()
+                        | LeaderHeartbeat()
+                        | Ack()
+                        | messages.KillRequested()
+                        | messages.CancelRun()
+                        | QueryExecutions()
+                    ):
                         log.debug("ignored %s from the leader endpoint=%s", type(message).__name__, self.endpoint)
                     case None:
                         continue
