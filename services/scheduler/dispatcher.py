@@ -288,11 +288,10 @@ class Dispatcher:
                 for node in targets
             ]
         chunks = []
-        ahead = not manual and slot > now_utc()
         for start in range(0, len(records), FAN_OUT_CHUNK):
             chunk = records[start : start + FAN_OUT_CHUNK]
             change = _launched([r.id for r in chunk], None if manual else slot)
-            chunks.append(self.ledger.submit(Unit(create=chunk, status={job.name: [change]}, ahead=ahead)))
+            chunks.append(self.ledger.submit(Unit(create=chunk, status={job.name: [change]})))
         return "launch", records, chunks
 
     async def _launched(

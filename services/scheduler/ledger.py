@@ -24,13 +24,11 @@ Outcome = Literal["committed", "exists", "fenced"]
 MAX_TXN_BYTES = 300_000
 IN_FLIGHT = 8  # transactions under way at once (Consul applies concurrent ones together: several times the rate)
 SCAN = 512  # units looked at for one batch, past ones blocked by a transaction in flight
-AHEAD_SHARE = MAX_TXN_OPS // 2  # operations of a transaction that launches ahead of their slot may take first
 
 
 class Unit:
     """Writes that must commit together. `create` records are create-only: if one exists already the
-    unit is not applied and its outcome is "exists" (a launch replayed after a leader change). `ahead`: a launch
-    recorded ahead of its slot, which must be written (and sent) before the slot comes."""
+    unit is not applied and its outcome is "exists" (a launch replayed after a leader change)."""
 
     def __init__(
         self,
@@ -39,13 +37,11 @@ class Unit:
         update: list[Execution] | None = None,
         status: dict[str, list[StatusChange]] | None = None,
         delete: list[TxnOp] | None = None,
-        ahead: bool = False,
     ) -> None:
         self.create = create or []
         self.update = update or []
         self.status = status or {}
         self.delete = delete or []
-        self.ahead = ahead
         self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.superseded = False  # a later unit writes its only record: it shares that unit's outcome
         self._keys: set[str] | None = None
@@ -85,18 +81,16 @@ class Ledger:
         self.statuses = statuses
         self._pending: deque[Unit] = deque()
         self._updates: deque[Unit] = deque()  # units that change records of runs under way: written first
-        self._ahead: deque[Unit] = deque()  # launches ahead of their slot: up to AHEAD_SHARE of a batch before those
         self._queued: dict[str, Unit] = {}  # record key -> the queued unit that updates it last
         self._wake = asyncio.Event()
         self.fenced = False
 
     def submit(self, unit: Unit) -> asyncio.Future[Outcome]:
-        """Queues a unit. Launches ahead of their slot take up to half of a transaction first, so a herd due at one
-        second is recorded (and sent) before it. Then units that update records (a run started, finished, went to
-        another executor) go before the others, in the order they came: when more runs are due than Consul takes
-        in, runs under way are still recorded and late launches wait (late, never lost). Launches create records,
-        so no update can be about a record still waiting in a launch queue. A queued unit that only updates one
-        record is replaced by a later update of that record (a short run's "started" by its "finished")."""
+        """Queues a unit. Units that update records (a run started, finished, went to another executor) go before
+        the others, in the order they came: when more runs are due than Consul takes in, runs under way are still
+        recorded and new launches wait (late, never lost). Launches create records, so no update can be about a
+        record still waiting in the other queue. A queued unit that only updates one record is replaced by a later
+        update of that record (a short run's "started" by its "finished"): one write instead of two."""
         if self.fenced:
             unit.done.set_result("fenced")
             return unit.done
@@ -106,7 +100,7 @@ class Ledger:
                 earlier.superseded = True
                 unit.done.add_done_callback(functools.partial(_follow, earlier))
             self._queued[key] = unit
-        (self._ahead if unit.ahead else self._updates if unit.update else self._pending).append(unit)
+        (self._updates if unit.update else self._pending).append(unit)
         self._wake.set()
         return unit.done
 
@@ -145,24 +139,20 @@ class Ledger:
                 task.cancel()
             if in_flight:
                 await asyncio.wait(in_flight)
-            queued = [*self._ahead, *self._updates, *self._pending]
-            _resolve([*(u for batch, _ in in_flight.values() for u in batch), *queued], "fenced")
-            for queue in (self._ahead, self._updates, self._pending):
-                queue.clear()
+            _resolve([*(u for batch, _ in in_flight.values() for u in batch), *self._updates, *self._pending], "fenced")
+            self._updates.clear()
+            self._pending.clear()
             self._queued.clear()
 
     def _take(self, busy: set[str]) -> list[Unit]:
-        """The next batch: queued units (launches ahead up to AHEAD_SHARE operations, updates, the rest of the
-        launches ahead, other units; each queue in order) that fit in one transaction and touch no key of a
-        transaction in flight. A unit passed over blocks its keys for the units after it, so the writes of one key
-        stay in the order they came. Looks at most SCAN units ahead."""
+        """The next batch: queued units (updates first, each queue in order) that fit in one transaction and
+        touch no key of a transaction in flight. A unit passed over blocks its keys for the units after it, so the
+        writes of one key stay in the order they came. Looks at most SCAN units ahead. Superseded units are dropped."""
         batch: list[Unit] = []
         blocked = set(busy)
         ops = size = scanned = 0
         full = False
-        passes = ((self._ahead, AHEAD_SHARE), (self._updates, MAX_TXN_OPS), (self._ahead, MAX_TXN_OPS),
-                  (self._pending, MAX_TXN_OPS))  # fmt: skip
-        for queue, share in passes:
+        for queue in (self._updates, self._pending):
             passed: list[Unit] = []
             while queue and scanned < SCAN and not full:
                 unit = queue[0]
@@ -171,9 +161,9 @@ class Ledger:
                     continue
                 # One operation of every transaction is the fence; status writes of one job merge into one; and
                 # Consul refuses a request body over 512 KiB (values travel base64-encoded, a third larger).
-                # A full batch ends the scan: what is left of the updates still goes before any late launch.
+                # A full batch ends the scan: what is left of the updates still goes before any launch.
                 full = bool(batch) and (ops + unit.size() >= MAX_TXN_OPS - 1 or size + unit.nbytes() > MAX_TXN_BYTES)
-                if full or (batch and ops + unit.size() > share):
+                if full:
                     break
                 queue.popleft()
                 scanned += 1
