@@ -47,7 +47,7 @@ from cronbus.common.settings import ExecutorSettings
 from cronbus.services.executor.connection import LeaderConnection, Reliable
 from cronbus.services.executor.dedupe import SeenIds
 from cronbus.services.executor.executors.base import EXECUTORS, RunRequest, RunResult, fail, get_executor
-from cronbus.services.executor.executors.shell import use_pidfd_child_watcher
+from cronbus.services.executor.executors.shell import GUARDIAN, use_pidfd_child_watcher
 from cronbus.services.executor.journal import Journal
 from cronbus.services.executor.metrics import ExecutorMetrics
 from cronbus.services.executor.output import OutputBuffer
@@ -161,6 +161,7 @@ class ExecutorService:
                 await self._drain()
                 halt.set()
         finally:
+            GUARDIAN.stop()
             await self.registration.deregister()
             await self.consul.close()
             self.bus.close()

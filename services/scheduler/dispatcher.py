@@ -532,7 +532,6 @@ class Dispatcher:
             finished_at=msg.finished_at if msg.finished_at != ZERO_TIME else now_utc(),
         )
         await self._finish(active, record)
-        await self._send_waiting()  # its slot is free: a run waiting for that executor goes now
 
     async def _adopt_reported(self, job_name: str, execution_id: str) -> Active | None:
         """A result of a run this term does not track. If Consul has its record unfinished (an earlier term launched
@@ -574,8 +573,11 @@ class Dispatcher:
         job = self._job(record.job_name) or active.job
         self._untrack(record)
         written = asyncio.get_running_loop().create_future()
-        self._finishing[record.id] = written
+        self._finishing[record.id] = written  # before any wait: a resent result must find it
         try:
+            await (
+                self._send_waiting()
+            )  # its slot is free: a run waiting for that executor goes now, not after the write
             await self._write_final(job, record)
             written.set_result(True)
         finally:
@@ -675,14 +677,12 @@ class Dispatcher:
         now = time.monotonic()
         wall = now_utc()
         for active in list(self.active.values()):
-            if active.acked or active.record.id not in self.active:
-                continue
+            if active.acked or active.waiting or active.record.id not in self.active:
+                continue  # a waiting run goes when its executor frees a slot (_send_waiting): capacity is not failure
             if active.sent_at and now - active.sent_at < self.ack_timeout_s:
                 continue
             if not active.sent_at and max(active.record.due_at, active.record.scheduled_at) > wall:
                 continue  # not due yet (a retry in backoff, or a launch recorded ahead of its slot)
-            if active.waiting:
-                continue  # it goes when its executor frees a slot (_send_waiting); capacity is not failure
             if await self._expired(active, wall):
                 continue
             if self._may_have_run(active) and not self.registry.is_live(active.record.node_name):

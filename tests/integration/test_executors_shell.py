@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ from cronbus.services.executor.executors.base import (
 from cronbus.services.executor.executors.noop import NoopExecutor
 from cronbus.services.executor.executors.shell import ShellExecutor
 from cronbus.services.executor.output import OutputBuffer
-from tests.helpers import async_wait_until
+from tests.helpers import async_wait_until, wait_until
 
 SCHEDULED_AT = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
 IS_ROOT = os.geteuid() == 0
@@ -400,3 +402,43 @@ async def test_noop() -> None:
     assert result.reason in output.text()
     with pytest.raises(ValidationError, match="fail: 'maybe' is not a boolean"):
         validate_executor_config("noop", {"fail": "maybe"})
+
+
+def test_the_guardian_kills_the_runs_of_an_executor_killed_with_sigkill() -> None:
+    """What keeps a run declared "executor lost" from going on beside its retry (the chaos suite checks it end to
+    end): an owner registers a run's group, then dies by SIGKILL; the guardian kills the group, and a group
+    released before is left alone."""
+    owner_code = (
+        "import asyncio, subprocess\n"
+        "from cronbus.services.executor.guardian import Guardian\n"
+        "async def main():\n"
+        "    guardian = Guardian()\n"
+        "    runs = [subprocess.Popen(['sleep', '60'], start_new_session=True) for _ in range(2)]\n"
+        "    for run in runs:\n"
+        "        guardian.watch(run.pid)\n"
+        "    guardian.release(runs[1].pid)\n"
+        "    await asyncio.sleep(0.1)\n"
+        "    print(runs[0].pid, runs[1].pid, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE)
+    assert owner.stdout is not None
+    watched, released = (int(pid) for pid in owner.stdout.readline().split())
+    try:
+        owner.kill()
+        owner.wait()
+        wait_until(lambda: not _alive(watched), timeout_s=10, what="the watched run killed")
+        assert _alive(released)
+    finally:
+        for pid in (watched, released):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """True while the pid exists and is not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

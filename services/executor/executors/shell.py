@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import grp
 import logging
 import os
@@ -30,11 +29,13 @@ from cronbus.services.executor.executors.base import (
     register,
     rfc3339,
 )
+from cronbus.services.executor.guardian import Guardian
 
 if TYPE_CHECKING:
     from cronbus.services.executor.output import OutputBuffer
 
 logger = logging.getLogger(__name__)
+GUARDIAN = Guardian()  # kills this process's runs if it dies (see guardian.py); stopped by the executor service
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
@@ -113,14 +114,10 @@ class ShellExecutor(Executor):
 
         # Our own pipe, not PIPE: Process.wait() would also wait for the pipe to close, which a
         # background child holding it can delay forever.
-        missing = _not_executable(config.argv[0], config.cwd, env.get("PATH"))
-        if missing:
-            return fail(output, f"cannot start {config.argv[0]!r}: {missing}")
         read_fd, write_fd = os.pipe()
         pipe, pipe_closed = await _connect_output(read_fd, output)
         try:
             process = await asyncio.create_subprocess_exec(
-                *_launcher(),
                 *config.argv,
                 stdin=asyncio.subprocess.PIPE if config.payload is not None else asyncio.subprocess.DEVNULL,
                 stdout=write_fd,
@@ -134,9 +131,11 @@ class ShellExecutor(Executor):
             )
         except (OSError, subprocess.SubprocessError) as exc:
             pipe.close()
-            return fail(output, f"cannot start {config.argv[0]!r}: {exc}")
+            why = _not_executable(config.argv[0], config.cwd, env.get("PATH")) or str(exc)
+            return fail(output, f"cannot start {config.argv[0]!r}: {why}")
         finally:
             os.close(write_fd)  # the child has its copy; ours would keep the pipe from ever reaching EOF
+        GUARDIAN.watch(process.pid)  # its own session: the group's id is its pid
         logger.debug("started job=%s exec=%s pid=%d", request.job_name, request.execution_id, process.pid)
         if process.stdin is not None and config.payload is not None:
             # Buffered by the transport, so a command that never reads stdin cannot block us.
@@ -149,6 +148,7 @@ class ShellExecutor(Executor):
         finally:
             # Whatever happened (even cancellation), nothing the run started stays in its group.
             _signal_group(process.pid, signal.SIGKILL)
+            GUARDIAN.release(process.pid)
             pipe.close()
             if process.returncode is None:
                 with contextlib.suppress(TimeoutError):
@@ -245,21 +245,8 @@ def use_pidfd_child_watcher() -> None:
     asyncio.set_child_watcher(watcher)
 
 
-@functools.cache
-def _launcher() -> tuple[str, ...]:
-    """What a command is started through: util-linux's `setpriv --pdeathsig KILL`, so the run is SIGKILLed if the
-    executor dies (kill -9) and a run declared "executor lost" and retried elsewhere does not go on here as well.
-    (Its own children, if it leaves them behind, are not covered: a per-run cgroup would be.) A wrapper, not a
-    preexec_fn: Python code between fork and exec can deadlock in a process with threads, as ours has."""
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        logger.warning("setpriv (util-linux) not found: runs will outlive an executor killed with SIGKILL")
-        return ()
-    return (setpriv, "--pdeathsig", "KILL", "--")
-
-
 def _not_executable(program: str, cwd: str | None, path: str | None) -> str:
-    """Why `program` cannot be started ("" when it can), checked before the launcher would find out."""
+    """Why `program` cannot be started, in words ("" when that is not the reason)."""
     if os.sep in program:
         target = os.path.join(cwd or os.getcwd(), program)
         return "" if os.path.isfile(target) and os.access(target, os.X_OK) else "no such executable file"

@@ -1,0 +1,121 @@
+"""Kills the runs of an executor that died: a small process of its own, in a session of its own.
+
+The executor tells it each run's process group as the run starts ("+PGID") and once it ended ("-PGID"). When
+its stdin reaches end of file (the executor exited or was killed, even with SIGKILL) it kills the groups still
+registered, so a run declared "executor lost" and retried elsewhere does not go on here as well. Processes a run
+moves out of its group are not covered (a per-run cgroup would be), nor a run started in the very turn of the
+executor's loop it died in.
+
+One process for all runs, where a wrapper per run (`setpriv --pdeathsig`) cost an extra exec each: it made a
+`/bin/true` run three times as expensive to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+
+log = logging.getLogger(__name__)
+RETRY_S = 0.1
+
+
+def main() -> None:
+    """The guardian process: `python -m cronbus.services.executor.guardian`, stdin from the executor."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for the executor must not disarm it
+    groups: set[int] = set()
+    for line in sys.stdin.buffer:
+        try:
+            pgid = int(line[1:])
+        except ValueError:
+            continue
+        if line.startswith(b"+"):
+            groups.add(pgid)
+        elif line.startswith(b"-"):
+            groups.discard(pgid)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+class Guardian:
+    """The executor's side, used from its event loop: started at the first run, started again if it is found gone.
+    Registrations are written at the loop's next turn (one write for a burst of runs), in whole lines of at most
+    PIPE_BUF bytes, which a pipe takes whole or not at all; what a busy guardian does not take is tried again."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._groups: set[int] = set()
+        self._unsent = b""
+        self._flushing: asyncio.Handle | None = None  # the write scheduled on the loop
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it is scheduled on
+
+    def watch(self, pgid: int) -> None:
+        """Called from the event loop, right after the run's process started."""
+        self._groups.add(pgid)
+        self._queue(b"+%d\n" % pgid)
+
+    def release(self, pgid: int) -> None:
+        self._groups.discard(pgid)
+        self._queue(b"-%d\n" % pgid)
+
+    def stop(self) -> None:
+        """Ends the guardian (it kills what is still registered: nothing, once every run ended)."""
+        process, self._process = self._process, None
+        if process is not None and process.stdin is not None:
+            process.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(5)
+
+    def _queue(self, line: bytes) -> None:
+        self._unsent += line
+        loop = asyncio.get_running_loop()
+        if self._flushing is None or self._loop is not loop:  # (a loop that ended took its callback along)
+            self._loop = loop
+            self._flushing = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = None
+        if not self._write():  # tried again a little later
+            self._flushing = asyncio.get_running_loop().call_later(RETRY_S, self._flush)
+
+    def _write(self) -> bool:
+        """Writes what is queued; False when some of it must wait."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            if process is not None:
+                log.error("run guardian exited with code %s: starting it again", process.returncode)
+            process = self._start()
+        assert process.stdin is not None
+        while self._unsent:
+            cut = self._unsent.rfind(b"\n", 0, select.PIPE_BUF) + 1 or len(self._unsent)
+            try:
+                os.write(process.stdin.fileno(), self._unsent[:cut])
+            except BlockingIOError:
+                log.warning("run guardian not reading (stopped?): %d bytes of registrations wait", len(self._unsent))
+                return False
+            except BrokenPipeError:
+                log.error("run guardian gone: it is started again")
+                return False
+            self._unsent = self._unsent[cut:]
+        return True
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        """Starts the guardian with every group registered so far (what was queued is in there)."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, start_new_session=True
+        )  # a session of its own: a signal to the executor's process group does not reach it
+        assert process.stdin is not None
+        os.set_blocking(process.stdin.fileno(), False)  # a stopped guardian must never block the executor
+        self._process = process
+        self._unsent = b"".join(b"+%d\n" % pgid for pgid in self._groups)
+        return process
+
+
+if __name__ == "__main__":
+    main()
