@@ -182,18 +182,7 @@ class ExecutorService:
                 await self.seen.finish(execution_id)
                 continue
             log.warning("run interrupted by a restart job=%s exec=%s", job_name, execution_id)
-            await self._finish(
-                ExecutionFinished(
-                    seq=self.connection.outbox.next_seq(),
-                    execution_id=execution_id,
-                    job_name=job_name,
-                    node=self.node,
-                    status="failed",
-                    reason=INTERRUPTED,
-                    output=f"[cronbus] {INTERRUPTED}\n",
-                    finished_at=now_utc(),
-                )
-            )
+            await self._end_early(execution_id, job_name, "failed", INTERRUPTED)
 
     async def _drain(self) -> None:
         """Refuses new work, lets runs finish (killing them after drain_timeout_s), waits briefly for acks."""
@@ -353,7 +342,7 @@ class ExecutorService:
             self._accept(request.execution_id)
             stop = await self._hold(run)
             if stop is not None:
-                await self._end_held(request, *stop)
+                await self._end_early(request.execution_id, request.job_name, *stop)
                 return
             started_at = now_utc()
             began = time.monotonic()
@@ -438,14 +427,14 @@ class ExecutorService:
         run.release.set_result(stop)
         return True
 
-    async def _end_held(self, request: RunRequest, status: str, reason: str) -> None:
-        log.info("ended before its slot job=%s exec=%s status=%s: %s", request.job_name, request.execution_id,
-                 status, reason)  # fmt: skip
+    async def _end_early(self, execution_id: str, job_name: str, status: str, reason: str) -> None:
+        """The result of a run that did not run (to its end): cancelled before its slot, or cut by a restart."""
+        log.info("ended early job=%s exec=%s status=%s: %s", job_name, execution_id, status, reason)
         await self._finish(
             ExecutionFinished(
                 seq=self.connection.outbox.next_seq(),
-                execution_id=request.execution_id,
-                job_name=request.job_name,
+                execution_id=execution_id,
+                job_name=job_name,
                 node=self.node,
                 status=status,
                 reason=reason,

@@ -575,9 +575,8 @@ class Dispatcher:
         written = asyncio.get_running_loop().create_future()
         self._finishing[record.id] = written  # before any wait: a resent result must find it
         try:
-            await (
-                self._send_waiting()
-            )  # its slot is free: a run waiting for that executor goes now, not after the write
+            # Its slot is free: a run waiting for that executor goes now, not after the write.
+            await self._send_waiting()
             await self._write_final(job, record)
             written.set_result(True)
         finally:

@@ -38,9 +38,10 @@ from cronbus.services.scheduler.registry import ExecutorRegistry
 
 log = logging.getLogger(__name__)
 
-# Launches are recorded up to this long before their slot and dispatched as soon as recorded; executors start them at
-# the slot (a run of a job disabled meanwhile is recorded skipped). So the runs of a herd of thousands due at one
-# second are in Consul and on their executors when the second comes, and none waits for the leader then.
+# Launches are recorded up to this long before their slot and sent once their round is recorded; executors start
+# them at the slot (a run of a job disabled meanwhile is recorded skipped). So the runs of a herd of thousands due at
+# one second are in Consul and on their executors when the second comes, and none waits for the leader then. (Not
+# longer: a leader deposed right after recording must not have recorded slots that come after its successor began.)
 LEAD = timedelta(seconds=1)
 TICK_S = 0.1
 READ_BURST = 1000  # router messages read at once, then the loop runs other work
@@ -277,9 +278,8 @@ class SchedulerService:
 
     async def _plan(self, dispatcher: Dispatcher, lost: asyncio.Event, tg: asyncio.TaskGroup) -> None:
         """Pops due slots LEAD ahead and launches them in a task per round: the round's records are written
-        together, and each run is dispatched as its record commits (its executor starts it at the slot), while the
-        next slots are recorded. A forbid or replace job gets a task of its own that records its launch at the
-        slot."""
+        together, then its runs are sent (their executors start them at the slot), while the next slots are
+        recorded. A forbid or replace job gets a task of its own that records its launch at the slot."""
         while not lost.is_set():
             self._wake.clear()
             now = now_utc()
