@@ -4,12 +4,13 @@ launches are recognised when replayed, and a status changed by someone else is r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import msgspec
 
 from cronbus.common.consul import keys
-from cronbus.common.consul.client import ConsulClient
+from cronbus.common.consul.client import MAX_TXN_OPS, ConsulClient, KVEntry, TxnError, TxnOp
 from cronbus.common.consul.lock import LeaderLock, LeaseKeeper
 from cronbus.common.consul.store import Store
 from cronbus.common.models import Execution, JobStatus
@@ -109,6 +110,38 @@ async def test_updates_of_a_record_land_in_the_order_they_came(consul: ConsulCli
     assert [await created, *await asyncio.gather(*queued)] == ["committed"] * 4
     assert (await store.get_execution("job1", "c1")).status == "success"
     assert (await store.get_execution("job1", "c2")).status == "pending"
+    runner.cancel()
+    await lock.release()
+
+
+async def test_a_queued_update_is_replaced_by_a_later_update_of_the_same_record(consul: ConsulClient) -> None:
+    """A short run's "started" still queued when its "finished" comes is not written: one write, and both waiters
+    learn the outcome of the one that was."""
+    lock = await _lock(consul, "supersede")
+    assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
+    store = Store(consul)
+    ledger = Ledger(store, lock.session, {})
+    runner = asyncio.create_task(ledger.run())
+    assert await ledger.submit(Unit(create=[_record("s1")])) == "committed"
+    written: list[str] = []
+    commit = store.consul.txn
+
+    async def counting(ops: Sequence[TxnOp]) -> tuple[bool, list[KVEntry], list[TxnError]]:
+        written.extend(op.key for op in ops if op.verb == "set")
+        return await commit(ops)
+
+    store.consul.txn = counting  # type: ignore[method-assign]
+    # Queued at once, with more than a transaction's worth of other updates around the two: without the
+    # replacement they would be written in different transactions.
+    others = [ledger.submit(Unit(update=[_record(f"o{i}")])) for i in range(MAX_TXN_OPS + 10)]
+    started = ledger.submit(Unit(update=[msgspec.structs.replace(_record("s1"), status="running")]))
+    others += [ledger.submit(Unit(update=[_record(f"p{i}")])) for i in range(2 * MAX_TXN_OPS)]
+    done = msgspec.structs.replace(_record("s1"), status="success")
+    finished = ledger.submit(Unit(update=[done], status={"job1": [_add("s1")]}))
+    assert [await started, await finished] == ["committed"] * 2
+    assert set(await asyncio.gather(*others)) == {"committed"}
+    assert written.count(keys.execution("job1", "s1")) == 1
+    assert (await store.get_execution("job1", "s1")).status == "success"
     runner.cancel()
     await lock.release()
 
