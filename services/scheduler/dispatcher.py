@@ -40,7 +40,8 @@ MAX_OUTPUT_JSON = 300_000  # bytes of a record's output once JSON-encoded
 MAX_BACKOFF = timedelta(minutes=5)
 FAN_OUT_CHUNK = 60  # records per ledger unit (a transaction holds 64 operations)
 DISABLED = "job disabled before its slot"
-DISPATCH_BATCH = 200  # runs per Dispatches message
+DISPATCH_BATCH = 200  # runs per Dispatches message at most
+DISPATCH_BYTES = 1024 * 1024  # about this many bytes of configuration at most (a frame over 4 MiB is dropped)
 
 Publish = Callable[[bytes, msgspec.Struct], None]  # sends at once, never blocks (see SchedulerService._publish)
 SendTo = Callable[[bytes, msgspec.Struct], None]
@@ -113,6 +114,13 @@ def fit_output(text: str, limit_bytes: int = MAX_OUTPUT_JSON) -> tuple[str, bool
     return (text[-low:] if low else ""), True
 
 
+def _approx_bytes(dispatch: m.Dispatch) -> int:
+    """About how big a dispatch is encoded: a job's configuration can be hundreds of kilobytes."""
+    config = sum(len(k) + len(v) for k, v in dispatch.config.items())
+    processors = sum(len(k) + len(v) for p in dispatch.processors.values() for k, v in p.items())
+    return 256 + len(dispatch.execution_id) + len(dispatch.job_name) + config + processors
+
+
 def backoff(job: Job, attempt: int) -> timedelta:
     """Delay before retry number `attempt` (1-based): retry_backoff doubled each time, capped, with jitter."""
     try:
@@ -168,6 +176,7 @@ class Dispatcher:
         self._waiting: dict[str, deque[Active]] = {}  # node -> runs waiting for a slot, oldest first
         self._freed: set[str] = set()  # nodes with waiting runs and a slot freed since _send_waiting ran
         self._outgoing: dict[str, list[m.Dispatch]] = {}  # node -> dispatches not sent yet (_queue_dispatch)
+        self._outgoing_bytes: dict[str, int] = {}  # node -> about how big those are
         self.started_at = time.monotonic()
 
     # ---- recovery --------------------------------------------------------------------------------------
@@ -409,12 +418,13 @@ class Dispatcher:
             asyncio.get_running_loop().call_soon(self._send_dispatches)
         queued = self._outgoing.setdefault(node, [])
         queued.append(dispatch)
-        if len(queued) >= DISPATCH_BATCH:
+        size = self._outgoing_bytes[node] = self._outgoing_bytes.get(node, 0) + _approx_bytes(dispatch)
+        if len(queued) >= DISPATCH_BATCH or size >= DISPATCH_BYTES:
             self._publish(node_topic(node), m.Dispatches(runs=queued))
-            del self._outgoing[node]
+            del self._outgoing[node], self._outgoing_bytes[node]
 
     def _send_dispatches(self) -> None:
-        outgoing, self._outgoing = self._outgoing, {}
+        outgoing, self._outgoing, self._outgoing_bytes = self._outgoing, {}, {}
         if self._is_leader():  # else they are dropped: a dispatch is always sent again until acknowledged
             for node, runs in outgoing.items():
                 self._publish(node_topic(node), m.Dispatches(runs=runs))

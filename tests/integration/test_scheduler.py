@@ -227,3 +227,28 @@ async def test_an_executor_of_revision_0_gets_each_run_alone_and_at_its_slot(
         sub.close(linger=0)
         bus.close()
         await store.consul.close()
+
+
+async def test_runs_with_big_configurations_are_sent_in_frames_an_executor_takes(
+    cluster: Cluster, fresh_consul: DevAgent
+) -> None:
+    """40 jobs of 120 kB each due at one second: 4.8 MB of dispatches for one executor, more than one frame may hold
+    (4 MiB), so they go in several messages, and every run runs."""
+    store = Store(client(fresh_consul))
+    cluster.scheduler(name="s1")
+    cluster.executor("--capacity", "64", name="e1")
+    await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
+    instant = (now_utc() + timedelta(seconds=4)).replace(microsecond=0)
+    command = "true # " + "x" * 120_000  # under Linux's 128 KiB for one argument
+    names = [f"big{i}" for i in range(40)]
+    for name in names:
+        await put_job(store, name=name, schedule=f"@at {instant.isoformat().replace('+00:00', 'Z')}",
+                      executor="shell", executor_config={"command": command, "shell": "true"})  # fmt: skip
+
+    async def all_done() -> list[Execution]:
+        done = [finished(await executions(store, name)) for name in names]
+        return [r for records in done for r in records] if all(done) else []
+
+    records = await async_wait_until(all_done, timeout_s=30, what="all 40 runs")
+    assert {r.status for r in records} == {"success"}
+    await store.consul.close()
