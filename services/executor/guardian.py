@@ -34,6 +34,8 @@ def main() -> None:
             pgid = int(line[1:])
         except ValueError:
             continue
+        if pgid <= 1:  # never this process's own group (0), every process (-1) or init's
+            continue
         if line.startswith(b"+"):
             groups.add(pgid)
         elif line.startswith(b"-"):
