@@ -42,13 +42,15 @@ class Unit:
         self.update = update or []
         self.status = status or {}
         self.delete = delete or []
+        # The updated records' keys, computed once: queueing, batching and writing all need them.
+        self.update_keys = [keys.execution(r.job_name, r.id) for r in self.update]
         self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.superseded = False  # a later unit writes its only record: it shares that unit's outcome
         self._keys: set[str] | None = None
 
     def only_updates(self, key: str) -> bool:
         """Whether the unit does nothing but update the record at `key` (a later update of it may replace it)."""
-        return not (self.create or self.status or self.delete) and _record_keys(self.update) == [key]
+        return not (self.create or self.status or self.delete) and self.update_keys == [key]
 
     def size(self) -> int:
         return len(self.create) + len(self.update) + len(self.status) + len(self.delete)
@@ -56,7 +58,8 @@ class Unit:
     def touched(self) -> set[str]:
         """What the unit writes: record keys and the names of the jobs whose status it changes."""
         if self._keys is None:
-            self._keys = {keys.execution(r.job_name, r.id) for r in (*self.create, *self.update)}
+            self._keys = {keys.execution(r.job_name, r.id) for r in self.create}
+            self._keys.update(self.update_keys)
             self._keys.update(self.status)
             self._keys.update(op.key for op in self.delete)
         return self._keys
@@ -94,7 +97,7 @@ class Ledger:
         if self.fenced:
             unit.done.set_result("fenced")
             return unit.done
-        for key in _record_keys(unit.update):
+        for key in unit.update_keys:
             earlier = self._queued.get(key)
             if earlier is not None and not earlier.superseded and earlier.only_updates(key):
                 earlier.superseded = True
@@ -172,7 +175,7 @@ class Ledger:
                     batch.append(unit)
                     ops += unit.size()
                     size += unit.nbytes()
-                    for key in _record_keys(unit.update):
+                    for key in unit.update_keys:
                         if self._queued.get(key) is unit:
                             del self._queued[key]
                 else:
@@ -233,8 +236,7 @@ class Ledger:
             for record in unit.create:
                 ops.append(TxnOp("cas", keys.execution(record.job_name, record.id), encode(record), 0))
                 owners.append(unit)
-            for record in unit.update:
-                updates[keys.execution(record.job_name, record.id)] = record
+            updates.update(zip(unit.update_keys, unit.update, strict=True))
             for name, fns in unit.status.items():
                 changes.setdefault(name, []).extend(fns)
         for key, record in updates.items():
@@ -253,10 +255,6 @@ class Ledger:
             owners.append(name)
             new_statuses[key] = (name, status)
         return ops, owners, new_statuses
-
-
-def _record_keys(records: list[Execution]) -> list[str]:
-    return [keys.execution(r.job_name, r.id) for r in records]
 
 
 def _follow(unit: Unit, later: asyncio.Future[Outcome]) -> None:
