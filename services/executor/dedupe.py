@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
@@ -68,6 +69,8 @@ class SeenIds:
         self._entries: dict[str, _Entry] = {}  # oldest first
         self.max_term = 0
         self._lines = 0
+        self._file: BinaryIO | None = None  # appended to between compactions
+        self._torn = False  # an append failed: its line may be half written, so the next flush compacts
         self._commit = GroupCommit(self._flush)  # one flush at a time: a compaction never misses an append
 
     def load(self) -> None:
@@ -132,7 +135,7 @@ class SeenIds:
 
     async def _flush(self, lines: list[bytes]) -> None:
         self._prune()
-        if self._lines > 4 * len(self._entries) + 1000:  # at most 2 records per id are needed
+        if self._torn or self._lines > 4 * len(self._entries) + 1000:  # at most 2 records per id are needed
             # The snapshot holds these lines' changes already (the in-memory view changes first).
             await asyncio.to_thread(self._compact, self._snapshot())
         else:
@@ -156,13 +159,26 @@ class SeenIds:
         return [_encoder.encode(r) + b"\n" for r in records]
 
     def _append(self, lines: list[bytes]) -> None:
-        with self.path.open("ab") as file:
-            file.write(b"".join(lines))
-            file.flush()
-            os.fsync(file.fileno())
-            self._lines += len(lines)
+        try:
+            if self._file is None:
+                self._file = self.path.open("ab")
+            self._file.write(b"".join(lines))
+            self._file.flush()
+            os.fdatasync(self._file.fileno())
+        except BaseException:
+            self._torn = True
+            self.close()
+            raise
+        self._lines += len(lines)
 
     def _compact(self, lines: list[bytes]) -> None:
         """Rewrites the file from a snapshot, atomically."""
+        self.close()  # the file it had open is replaced
         write_durably(self.path, b"".join(lines))
         self._lines = len(lines)
+        self._torn = False
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

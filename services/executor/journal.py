@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
 from cronbus.common.messages import ExecutionFinished
-from cronbus.services.executor.group_commit import GroupCommit, write_durably
+from cronbus.services.executor.group_commit import GroupCommit, fsync_directory
 
 log = logging.getLogger(__name__)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ExecutionFinished)
+SEGMENT_RESULTS = 1000
+SEGMENT_BYTES = 16 * 1024 * 1024
 
 
 class Journal:
     """A directory of segments: `<seq>.jsonl` files of ExecutionFinished, one JSON line each (an operator can
     read them), named after the first seq they hold.
 
-    save() returns once the result is durable (segment and directory fsynced). Results saved while a write is
-    under way go in the next segment together (group commit: a burst of N results costs two fsyncs, not 2N). A
-    segment is deleted once every result in it is acknowledged (remove()); deletion is not fsynced. After a restart
-    every result of a segment left on disk is sent again, acknowledged ones included: the leader ignores a result
-    it has recorded.
+    save() returns once the result is durable: appended to the open segment and fsynced (a new segment's
+    directory entry is fsynced too). Results saved while a write is under way are appended together by the next
+    one (group commit: a burst of N results costs two fsyncs, not N). The open segment is closed and a new one
+    begun after SEGMENT_RESULTS results or SEGMENT_BYTES, after a failed write (its last line may be torn), or
+    when all it holds is acknowledged. A closed segment is deleted once every result in it is acknowledged
+    (remove()); deletion is not fsynced. After a restart every result of a segment left on disk is sent again,
+    acknowledged ones included: the leader ignores a result it has recorded.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -34,6 +40,8 @@ class Journal:
         self._segment_of: dict[int, Path] = {}  # seq -> its segment
         self._left: dict[Path, set[int]] = {}  # segment -> seqs in it not yet removed
         self._commit: GroupCommit[ExecutionFinished] = GroupCommit(self._write)
+        self._open: _Segment | None = None  # the segment saves append to
+        self._writing = False  # a write to the open segment is under way (in a thread)
         self._doomed: list[Path] = []  # empty segments to delete
         self._deleting: asyncio.Task[None] | None = None
 
@@ -72,17 +80,28 @@ class Journal:
         await self._commit.write(result)
 
     def remove(self, seq: int) -> None:
-        """Forgets an acknowledged result; its segment is deleted (in the background) once it holds no other."""
+        """Forgets an acknowledged result; its segment is deleted (in the background) once it holds no other and
+        is closed. The open segment is closed then, unless a write to it is under way."""
         path = self._segment_of.pop(seq, None)
         if path is None:
             return
         left = self._left[path]
         left.discard(seq)
-        if not left:
-            del self._left[path]
-            self._doomed.append(path)
-            if self._deleting is None or self._deleting.done():
-                self._deleting = asyncio.create_task(self._delete())
+        if left:
+            return
+        del self._left[path]
+        if self._open is not None and self._open.path == path:
+            if self._writing:
+                return  # what is being written keeps it; a later remove() closes it
+            self._close_open()
+        self._doomed.append(path)
+        if self._deleting is None or self._deleting.done():
+            self._deleting = asyncio.create_task(self._delete())
+
+    def close(self) -> None:
+        """Closes the open segment's file (at shutdown; a later save opens a new segment)."""
+        if self._open is not None:
+            self._close_open()
 
     def segments(self) -> int:
         return len(self._left)
@@ -93,11 +112,61 @@ class Journal:
             await asyncio.to_thread(_unlink_all, doomed)
 
     async def _write(self, results: list[ExecutionFinished]) -> None:
-        path = self.directory / f"{results[0].seq:020d}.jsonl"
         data = b"".join(_encoder.encode(r) + b"\n" for r in results)
-        await asyncio.to_thread(write_durably, path, data)
-        self._left[path] = {r.seq for r in results}
-        self._segment_of.update((r.seq, path) for r in results)
+        segment = self._open
+        if segment is not None and (segment.results >= SEGMENT_RESULTS or segment.nbytes >= SEGMENT_BYTES):
+            self._close_open()
+            if segment.path not in self._left:  # all acknowledged while writes kept it open
+                self._doomed.append(segment.path)
+            segment = None
+        if segment is None:
+            segment = self._open = _Segment(self.directory / f"{results[0].seq:020d}.jsonl")
+        self._writing = True
+        try:
+            await asyncio.to_thread(segment.append, data)
+        except BaseException:
+            if self._open is segment:
+                self._close_open()  # its last line may be torn: later results go to a new segment
+                if segment.path not in self._left:
+                    self._doomed.append(segment.path)  # nothing in it is waiting for an acknowledgement
+            raise
+        finally:
+            self._writing = False
+        segment.results += len(results)
+        self._left.setdefault(segment.path, set()).update(r.seq for r in results)
+        self._segment_of.update((r.seq, segment.path) for r in results)
+
+    def _close_open(self) -> None:
+        assert self._open is not None
+        self._open.close()
+        self._open = None
+
+
+class _Segment:
+    """The segment results are appended to: its file stays open between writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.results = 0
+        self.nbytes = 0
+        self._file: BinaryIO | None = None
+
+    def append(self, data: bytes) -> None:
+        """Appends and fsyncs (blocking: call in a thread). Creating the file also fsyncs its directory."""
+        created = self._file is None
+        if self._file is None:
+            self._file = self.path.open("ab")
+        self._file.write(data)
+        self._file.flush()
+        os.fdatasync(self._file.fileno())
+        self.nbytes += len(data)
+        if created:
+            fsync_directory(self.path.parent)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -162,6 +162,8 @@ class ExecutorService:
                 halt.set()
         finally:
             GUARDIAN.stop()
+            self.seen.close()
+            self.journal.close()
             await self.registration.deregister()
             await self.consul.close()
             self.bus.close()

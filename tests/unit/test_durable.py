@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
 
 from cronbus.common.messages import ExecutionFinished
+from cronbus.services.executor import journal as journal_module
 from cronbus.services.executor.dedupe import SeenIds
 from cronbus.services.executor.group_commit import GroupCommit
 from cronbus.services.executor.journal import Journal
@@ -20,6 +22,10 @@ def _files(directory: Path, pattern: str = "*") -> list[Path]:
 
 async def _empty(directory: Path) -> bool:
     return not _files(directory)
+
+
+async def _count(directory: Path, segments: int) -> bool:
+    return len(_files(directory, "*.jsonl")) == segments
 
 
 async def _only_bad(directory: Path) -> bool:
@@ -138,3 +144,78 @@ async def test_journal_save_is_on_disk_when_it_returns(tmp_path: Path, count: in
     await asyncio.gather(*(journal.save(_result(seq)) for seq in range(1, count + 1)))
     on_disk = b"".join(p.read_bytes() for p in _files(tmp_path, "*.jsonl"))
     assert on_disk.count(b"\n") == count
+
+
+async def test_journal_appends_to_one_segment_until_it_is_all_acknowledged(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.load()
+    for seq in (1, 2, 3):  # one after the other, as results trickle in
+        await journal.save(_result(seq))
+    assert len(_files(tmp_path, "*.jsonl")) == 1
+    journal.remove(1)
+    journal.remove(2)
+    assert len(_files(tmp_path, "*.jsonl")) == 1
+    journal.remove(3)  # all acknowledged: closed and deleted; the next result begins a new segment
+    await async_wait_until(lambda: _empty(tmp_path), 5, what="the acknowledged segment deleted")
+    await journal.save(_result(4))
+    assert [p.name for p in _files(tmp_path, "*.jsonl")] == [f"{4:020d}.jsonl"]
+    journal.close()
+
+
+async def test_journal_begins_a_new_segment_when_one_is_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_module, "SEGMENT_RESULTS", 2)
+    journal = Journal(tmp_path)
+    journal.load()
+    for seq in range(1, 6):
+        await journal.save(_result(seq))
+    assert [p.name for p in _files(tmp_path, "*.jsonl")] == [f"{s:020d}.jsonl" for s in (1, 3, 5)]
+    for seq in (1, 2, 3, 4):  # the closed segments go once acknowledged; the open one stays open
+        journal.remove(seq)
+    await async_wait_until(lambda: _count(tmp_path, 1), 5, what="the full segments deleted")
+    assert [r.seq for r in Journal(tmp_path).load()] == [5]
+    journal.close()
+
+
+async def test_journal_write_that_fails_sends_later_results_to_a_new_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path)
+    journal.load()
+    await journal.save(_result(1))
+    real_fdatasync = os.fdatasync
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdatasync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        await journal.save(_result(2))
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+    await journal.save(_result(3))
+    assert [p.name for p in _files(tmp_path, "*.jsonl")] == [f"{s:020d}.jsonl" for s in (1, 3)]
+    assert [r.seq for r in Journal(tmp_path).load()] == [1, 2, 3]  # 2 was written, only not known to be on disk
+    journal.close()
+
+
+async def test_seen_ids_rewrite_the_file_after_a_failed_append(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "seen.jsonl"
+    seen = SeenIds(path)
+    seen.load()
+    await seen.accept("job:1", "job")
+    real_fdatasync = os.fdatasync
+
+    def torn(fd: int) -> None:
+        with path.open("ab") as file:  # what a crash in the middle of a write leaves
+            file.write(b'["accepted","job:2"')
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", torn)
+    with pytest.raises(OSError, match="Input/output"):
+        await seen.accept("job:2", "job")
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+    await seen.accept("job:3", "job")  # rewrites the file from memory: no half line in front of this one
+    seen.close()
+    reloaded = SeenIds(path)
+    reloaded.load()
+    assert all(f"job:{i}" in reloaded for i in (1, 2, 3))
+    assert all(line.endswith(b"]") for line in path.read_bytes().splitlines())  # no torn line left
