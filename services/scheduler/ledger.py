@@ -24,6 +24,7 @@ Outcome = Literal["committed", "exists", "fenced"]
 MAX_TXN_BYTES = 300_000
 IN_FLIGHT = 8  # transactions under way at once (Consul applies concurrent ones together: several times the rate)
 SCAN = 512  # units looked at for one batch, past ones blocked by a transaction in flight
+GATHER_S = 0.02  # how long queued updates may wait for more to fill a transaction (launches never wait)
 
 
 class Unit:
@@ -85,6 +86,9 @@ class Ledger:
         self._pending: deque[Unit] = deque()
         self._updates: deque[Unit] = deque()  # units that change records of runs under way: written first
         self._queued: dict[str, Unit] = {}  # record key -> the queued unit that updates it last
+        self._backlog = 0  # operations of the queued units (superseded ones not counted)
+        self._launches = 0  # queued units that create records: they are written at once
+        self._since = 0.0  # when the oldest queued unit came (loop time)
         self._wake = asyncio.Event()
         self.fenced = False
 
@@ -101,9 +105,14 @@ class Ledger:
             earlier = self._queued.get(key)
             if earlier is not None and not earlier.superseded and earlier.only_updates(key):
                 earlier.superseded = True
+                self._backlog -= earlier.size()
                 unit.done.add_done_callback(functools.partial(_follow, earlier))
             self._queued[key] = unit
         (self._updates if unit.update else self._pending).append(unit)
+        if not self._backlog:
+            self._since = asyncio.get_running_loop().time()
+        self._backlog += unit.size()
+        self._launches += bool(unit.create)
         self._wake.set()
         return unit.done
 
@@ -112,14 +121,21 @@ class Ledger:
 
     async def run(self) -> None:
         """Flushes units as they come, as many per transaction as fit, with up to IN_FLIGHT transactions at once.
-        Ends when fenced; when it ends for any reason (cancelled at the end of the term included), every unit not
-        committed resolves as "fenced", so nothing waits for it forever."""
+        Updates that would not fill a transaction wait up to GATHER_S for more (a transaction costs Consul and the
+        leader about as much as the few runs it would record: a trickle of results must not become a trickle of
+        transactions); launches are written at once, with whatever is queued. Ends when fenced; when it ends for any
+        reason (cancelled at the end of the term included), every unit not committed resolves as "fenced", so
+        nothing waits for it forever."""
         in_flight: dict[asyncio.Task[None], tuple[list[Unit], set[str]]] = {}
         try:
             while not self.fenced:
                 busy = {key for _, keys_ in in_flight.values() for key in keys_}
-                batch = self._take(busy) if len(in_flight) < IN_FLIGHT else []
+                gathered_at = self._since + GATHER_S
+                now = asyncio.get_running_loop().time()
+                due = self._backlog >= MAX_TXN_OPS - 1 or self._launches > 0 or now >= gathered_at
+                batch = self._take(busy) if len(in_flight) < IN_FLIGHT and self._backlog and due else []
                 if batch:
+                    self._since = now  # what is left (did not fit, or waits for a key in flight) gathers anew
                     task = asyncio.create_task(self._commit(batch))
                     in_flight[task] = (batch, {key for unit in batch for key in unit.touched()})
                     continue
@@ -127,8 +143,10 @@ class Ledger:
                 self._wake.clear()
                 woken = asyncio.ensure_future(self._wake.wait())
                 waits: list[asyncio.Future[Any]] = [*in_flight, *([woken] if len(in_flight) < IN_FLIGHT else [])]
+                gathering = bool(self._backlog) and not due
                 try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(waits, timeout=gathered_at - now if gathering else None,
+                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
                 finally:
                     woken.cancel()
                 for task in [t for t in in_flight if t.done()]:
@@ -146,6 +164,7 @@ class Ledger:
             self._updates.clear()
             self._pending.clear()
             self._queued.clear()
+            self._backlog = self._launches = 0
 
     def _take(self, busy: set[str]) -> list[Unit]:
         """The next batch: queued units (updates first, each queue in order) that fit in one transaction and
@@ -165,7 +184,7 @@ class Ledger:
                 # One operation of every transaction is the fence; status writes of one job merge into one; and
                 # Consul refuses a request body over 512 KiB (values travel base64-encoded, a third larger).
                 # A full batch ends the scan: what is left of the updates still goes before any launch.
-                full = bool(batch) and (ops + unit.size() >= MAX_TXN_OPS - 1 or size + unit.nbytes() > MAX_TXN_BYTES)
+                full = bool(batch) and (ops + unit.size() > MAX_TXN_OPS - 1 or size + unit.nbytes() > MAX_TXN_BYTES)
                 if full:
                     break
                 queue.popleft()
@@ -173,6 +192,8 @@ class Ledger:
                 unit_keys = unit.touched()
                 if blocked.isdisjoint(unit_keys):
                     batch.append(unit)
+                    self._backlog -= unit.size()
+                    self._launches -= bool(unit.create)
                     ops += unit.size()
                     size += unit.nbytes()
                     for key in unit.update_keys:

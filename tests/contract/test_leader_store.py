@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import msgspec
+import pytest
 
 from cronbus.common.consul import keys
 from cronbus.common.consul.client import MAX_TXN_OPS, ConsulClient, KVEntry, TxnError, TxnOp
 from cronbus.common.consul.lock import LeaderLock, LeaseKeeper
 from cronbus.common.consul.store import Store
 from cronbus.common.models import Execution, JobStatus
+from cronbus.services.scheduler import ledger as ledger_module
 from cronbus.services.scheduler.ledger import Ledger, Unit
 from tests.helpers import wait_until
 
@@ -142,6 +144,40 @@ async def test_a_queued_update_is_replaced_by_a_later_update_of_the_same_record(
     assert set(await asyncio.gather(*others)) == {"committed"}
     assert written.count(keys.execution("job1", "s1")) == 1
     assert (await store.get_execution("job1", "s1")).status == "success"
+    runner.cancel()
+    await lock.release()
+
+
+async def test_updates_gather_into_a_transaction_that_a_launch_or_a_full_one_sends_at_once(
+    consul: ConsulClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trickle of results waits (up to GATHER_S) to share a transaction instead of costing one each; a launch
+    goes at once and takes what is queued with it, and so does a transaction's worth of updates."""
+    monkeypatch.setattr(ledger_module, "GATHER_S", 30.0)  # longer than the test: only a launch or a full batch sends
+    lock = await _lock(consul, "gather")
+    assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
+    store = Store(consul)
+    ledger = Ledger(store, lock.session, {})
+    sizes: list[int] = []
+    commit = store.consul.txn
+
+    async def counting(ops: Sequence[TxnOp]) -> tuple[bool, list[KVEntry], list[TxnError]]:
+        sizes.append(len(ops))
+        return await commit(ops)
+
+    store.consul.txn = counting  # type: ignore[method-assign]
+    runner = asyncio.create_task(ledger.run())
+    trickle = []
+    for i in range(5):
+        trickle.append(ledger.submit(Unit(update=[_record(f"t{i}")])))
+        await asyncio.sleep(0)  # the runner sees each one come alone
+    launch = ledger.submit(Unit(create=[_record("l1")]))
+    assert await asyncio.wait_for(launch, 10) == "committed"
+    assert await asyncio.gather(*trickle) == ["committed"] * 5
+    assert sizes == [1 + 5 + 1]  # the fence, the five updates and the launch: one transaction
+    full = [ledger.submit(Unit(update=[_record(f"f{i}")])) for i in range(MAX_TXN_OPS - 1)]
+    assert await asyncio.wait_for(asyncio.gather(*full), 10) == ["committed"] * (MAX_TXN_OPS - 1)
+    assert sizes[1:] == [MAX_TXN_OPS]
     runner.cancel()
     await lock.release()
 
