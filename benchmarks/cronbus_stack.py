@@ -30,6 +30,7 @@ class Stack:
         self.dir = run_dir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.procs = Procs(self.dir)
+        self.metrics_port: dict[str, int] = {}  # scheduler name -> its metrics port
         self.agent = DevAgent(log_path=self.dir / "consul.log")
         self.consul: ConsulClient | None = None
 
@@ -60,7 +61,9 @@ class Stack:
         return self.procs.start(name, [sys.executable, "-m", "cronbus.services", command, *base, *args])
 
     def scheduler(self, name: str, *args: str) -> Proc:
-        return self._service("scheduler", name, *args)
+        """Starts a scheduler, with its metrics on a port of its own (`metrics_port[name]`)."""
+        port = self.metrics_port[name] = free_port()
+        return self._service("scheduler", name, "--metrics-port", str(port), *args)
 
     def executor(self, name: str, *args: str, capacity: int = 10_000) -> Proc:
         data = self.dir / f"{name}-data"
@@ -168,7 +171,8 @@ async def wait_leader(
 
 
 async def metric(port: int, name: str) -> float | None:
-    """One sample of a service's Prometheus endpoint (the first series named `name`), None if unreachable."""
+    """One sample of a service's Prometheus endpoint: the sum of the series named `name` (all their labels), None
+    if unreachable or absent."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
     except (OSError, TimeoutError):
@@ -181,34 +185,30 @@ async def metric(port: int, name: str) -> float | None:
         return None
     finally:
         writer.close()
-    for line in body.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-FINISHED_LINE = b"execution finished job="
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{")
+    ]
+    return sum(values) if values else None
 
 
 class FinishWatch:
-    """Counts the leader's "execution finished" log lines (written once the result is committed to Consul),
-    so the instant a number of results were recorded is known without polling Consul."""
+    """Counts the results the leader has committed to Consul since it started (its
+    `cronbus_executions_finished_total`), so the instant a number of results were recorded is known without
+    polling Consul."""
 
-    def __init__(self, proc: Proc) -> None:
-        self.proc = proc
-        self.offset = proc.log_size()
-        self.total = 0
+    def __init__(self, metrics_port: int) -> None:
+        self.port = metrics_port
 
-    def poll(self) -> int:
-        found, self.offset = self.proc.count(FINISHED_LINE, self.offset)
-        self.total += found
-        return self.total
+    async def poll(self) -> int:
+        return int(await metric(self.port, "cronbus_executions_finished_total") or 0)
 
     async def wait(self, count: int, timeout_s: float, interval_s: float = 0.02) -> float | None:
         """The wall-clock instant `count` results were seen recorded; None after timeout_s."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.poll() >= count:
+            if await self.poll() >= count:
                 return time.time()
             await asyncio.sleep(interval_s)
         return None

@@ -35,7 +35,7 @@ async def run(ctx: Ctx) -> None:
         setup_s = time.monotonic() - began
         await asyncio.sleep(2.0)  # heartbeats settle; the leader has seen every subscription
         instant = whole_second(2.5)
-        watch = FinishWatch(scheduler)
+        watch = FinishWatch(stack.metrics_port["scheduler-1"])
         job = noop_job(JOB, f"@at {rfc3339(instant)}", instant, tags={"dc": "dc1"})
         await load_jobs(stack.client, [job])
         recorded_at = await watch.wait(count, instant.timestamp() - time.time() + 60)

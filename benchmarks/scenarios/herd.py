@@ -29,7 +29,6 @@ from benchmarks.peers.celery_stack import CeleryStack
 from benchmarks.report import at_least, at_most
 from benchmarks.scenarios import Ctx
 from benchmarks.support import Procs, wait_for
-from cronbus.common.consul.agent import free_port
 
 GOAL_S = 1.0
 GOAL_PEER_RATIO = 5.0
@@ -52,8 +51,8 @@ async def cronbus_herd(ctx: Ctx, jobs: int, bound_s: float) -> HerdResult:
     scenario = "herd"
     ctx.step(f"cronbus, {jobs:,} jobs at one instant")
     async with Stack(ctx.run_dir, "herd-cronbus") as stack:
-        metrics_port = free_port()
-        scheduler = stack.scheduler("scheduler-1", "--metrics-port", str(metrics_port))
+        scheduler = stack.scheduler("scheduler-1")
+        metrics_port = stack.metrics_port["scheduler-1"]
         executors = [stack.executor(f"executor-{i + 1}") for i in range(EXECUTORS)]
         await stack.ready(scheduler, executors)
         instant = whole_second(ctx.size(4, 8))
@@ -67,7 +66,7 @@ async def cronbus_herd(ctx: Ctx, jobs: int, bound_s: float) -> HerdResult:
         ahead = instant.timestamp() - time.time()
         ctx.report.note(scenario, f"cronbus: {jobs:,} jobs written in {load_s:.2f} s; all planned {ahead:.1f} s "
                                   f"before the instant; {EXECUTORS} executors")  # fmt: skip
-        watch = FinishWatch(scheduler)
+        watch = FinishWatch(metrics_port)
         recorded_at = await watch.wait(jobs, instant.timestamp() - time.time() + bound_s)
         recorded = await recorded_total(stack.client)
         records = [r for r in await executions(stack.client) if started(r)]

@@ -64,13 +64,13 @@ async def measure(
         make = shell_true_job if shell else noop_job
         await load_jobs(stack.client, [make(f"job-{i}", "@every 1s", first, starts_at=first, expires_at=last)
                                        for i in range(jobs)])  # fmt: skip
-        watch = FinishWatch(scheduler)
+        watch = FinishWatch(stack.metrics_port["scheduler-1"])
         expected = jobs * duration_s
         samples: list[tuple[float, int]] = []
         # Sample until every run is recorded, or for a bounded while after the last slot.
         deadline = last.timestamp() + ctx.size(2, 10)
         while time.time() < deadline:
-            samples.append((time.time(), watch.poll()))
+            samples.append((time.time(), await watch.poll()))
             if samples[-1][1] >= expected:
                 break
             await asyncio.sleep(0.25)

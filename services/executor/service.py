@@ -46,7 +46,14 @@ from cronbus.common.models import now_utc
 from cronbus.common.settings import ExecutorSettings
 from cronbus.services.executor.connection import LeaderConnection, Reliable
 from cronbus.services.executor.dedupe import SeenIds
-from cronbus.services.executor.executors.base import EXECUTORS, RunRequest, RunResult, fail, get_executor
+from cronbus.services.executor.executors.base import (
+    EXECUTORS,
+    Executor,
+    RunRequest,
+    RunResult,
+    fail,
+    get_executor,
+)
 from cronbus.services.executor.executors.shell import GUARDIAN, use_pidfd_child_watcher
 from cronbus.services.executor.journal import Journal
 from cronbus.services.executor.metrics import ExecutorMetrics
@@ -130,6 +137,7 @@ class ExecutorService:
         self.runs: dict[str, _Run] = {}
         self._held: dict[datetime, list[_Run]] = {}  # runs waiting for their slot, by slot (one timer per slot)
         self._accepted: list[str] = []  # ids accepted in this turn of the loop, not acknowledged yet
+        self._executors: dict[str, Executor] = {}  # by name: they keep nothing between runs, so one serves all
         self.results: OrderedDict[str, ExecutionFinished] = OrderedDict()
         self.accepting = True
         self._acked = asyncio.Event()
@@ -456,13 +464,16 @@ class ExecutorService:
                 started_at=started_at,
             )
         )
-        log.info("started job=%s exec=%s executor=%s", request.job_name, request.execution_id, request.executor)
+        log.debug("started job=%s exec=%s executor=%s", request.job_name, request.execution_id, request.executor)
 
     async def _run(self, request: RunRequest, output: OutputBuffer, kill: asyncio.Event) -> RunResult:
-        try:
-            executor = get_executor(request.executor, kill_grace_s=self.settings.kill_grace_s)
-        except ValidationError as exc:
-            return fail(output, str(exc))
+        executor = self._executors.get(request.executor)
+        if executor is None:
+            try:
+                executor = get_executor(request.executor, kill_grace_s=self.settings.kill_grace_s)
+            except ValidationError as exc:
+                return fail(output, str(exc))
+            self._executors[request.executor] = executor
         try:
             return await executor.run(request, output, kill)
         except Exception as exc:  # task boundary of one run: a runner bug fails this run, not the executor
@@ -508,7 +519,8 @@ class ExecutorService:
         self._remember(result)
         self.connection.outbox.drop_output(result.execution_id)
         self.connection.send_reliable(result)
-        log.info(
+        log.log(
+            logging.DEBUG if result.status == "success" else logging.INFO,  # runs that went well are the records' job
             "finished job=%s exec=%s status=%s exit_code=%s reason=%s",
             result.job_name,
             result.execution_id,

@@ -616,8 +616,13 @@ class Dispatcher:
         self.metrics.finished.inc(status=record.status)
         self.notifier.finished(job, record)
         self._publish(m.output_topic(record.id), m.ExecutionEnded(execution_id=record.id, status=record.status))
-        log.info(
-            "execution finished job=%s exec=%s status=%s node=%s", job.name, record.id, record.status, record.node_name
+        log.log(
+            logging.DEBUG if record.success else logging.INFO,
+            "execution finished job=%s exec=%s status=%s node=%s",
+            job.name,
+            record.id,
+            record.status,
+            record.node_name,
         )
         if retry is not None:
             self.metrics.retries.inc()
