@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 # them at the slot (a run of a job disabled meanwhile is recorded skipped). So the runs of a herd of thousands due at
 # one second are in Consul and on their executors when the second comes, and none waits for the leader then. (Not
 # longer: a leader deposed right after recording must not have recorded slots that come after its successor began.)
-LEAD = timedelta(seconds=1)
+# Not a whole second: the next second's launches are then recorded 0.1 s after this second's slot, not at it, when
+# executors start this second's runs (on a host they share with the leader or Consul, both would want the CPU).
+LEAD = timedelta(seconds=0.9)
 TICK_S = 0.1
 READ_BURST = 1000  # router messages read at once, then the loop runs other work
 
