@@ -54,7 +54,7 @@ from cronbus.services.executor.executors.base import (
     fail,
     get_executor,
 )
-from cronbus.services.executor.executors.shell import GUARDIAN, use_pidfd_child_watcher
+from cronbus.services.executor.executors.shell import GUARDIAN
 from cronbus.services.executor.journal import Journal
 from cronbus.services.executor.metrics import ExecutorMetrics
 from cronbus.services.executor.output import OutputBuffer
@@ -150,7 +150,6 @@ class ExecutorService:
 
     async def run(self, stop: asyncio.Event) -> None:
         halt = asyncio.Event()  # set once running executions are drained and results delivered
-        use_pidfd_child_watcher()
         tune_gc()
         try:
             await self._restore()

@@ -11,9 +11,9 @@ import pwd
 import shutil
 import signal
 import subprocess
-import sys
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from cronbus.common.errors import ValidationError
 from cronbus.common.executor_config import ShellConfig, parse_shell_config
@@ -117,11 +117,11 @@ class ShellExecutor(Executor):
         read_fd, write_fd = os.pipe()
         pipe, pipe_closed = await _connect_output(read_fd, output)
         try:
-            process = await asyncio.create_subprocess_exec(
-                *config.argv,
-                stdin=asyncio.subprocess.PIPE if config.payload is not None else asyncio.subprocess.DEVNULL,
+            process = await _spawn(
+                config.argv,
+                stdin=subprocess.PIPE if config.payload is not None else subprocess.DEVNULL,
                 stdout=write_fd,
-                stderr=asyncio.subprocess.STDOUT,
+                stderr=subprocess.STDOUT,
                 cwd=config.cwd,
                 env=env,
                 start_new_session=True,
@@ -137,10 +137,8 @@ class ShellExecutor(Executor):
             os.close(write_fd)  # the child has its copy; ours would keep the pipe from ever reaching EOF
         GUARDIAN.watch(process.pid)  # its own session: the group's id is its pid
         logger.debug("started job=%s exec=%s pid=%d", request.job_name, request.execution_id, process.pid)
-        if process.stdin is not None and config.payload is not None:
-            # Buffered by the transport, so a command that never reads stdin cannot block us.
-            process.stdin.write(config.payload)
-            process.stdin.close()
+        if process.popen.stdin is not None and config.payload is not None:
+            await _feed(process.popen.stdin, config.payload)
         try:
             status, reason = await self._supervise(process, config, request, kill)
             exit_code = await process.wait()
@@ -171,7 +169,7 @@ class ShellExecutor(Executor):
 
     async def _supervise(
         self,
-        process: asyncio.subprocess.Process,
+        process: _Child,
         config: ShellConfig,
         request: RunRequest,
         kill: asyncio.Event,
@@ -230,19 +228,67 @@ async def _connect_output(read_fd: int, output: OutputBuffer) -> tuple[asyncio.R
     return transport, closed
 
 
-def use_pidfd_child_watcher() -> None:
-    """Python 3.11 waits for each child in a thread of its own (ThreadedChildWatcher): a burst of short runs means
-    as many threads, and the executor thrashes. A pidfd watcher waits on the event loop instead (Linux >= 5.3; the
-    default from Python 3.12, where setting a watcher is deprecated). Call from the event loop, before any run."""
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return
+class _Child:
+    """A process started by _spawn, reaped on the event loop: its pidfd becomes readable when it exits (Linux
+    >= 5.3), or else a thread of its own waits for it."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = loop.create_future()
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # an older kernel, or not Linux
+            threading.Thread(target=self._wait_in_thread, args=(loop,), daemon=True).start()
+        else:
+            loop.add_reader(fd, self._on_pidfd, loop, fd)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._exited.result() if self._exited.done() else None
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def _on_pidfd(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        self._exited.set_result(self.popen.wait())  # it has exited: waitpid returns at once
+
+    def _wait_in_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        code = self.popen.wait()
+        loop.call_soon_threadsafe(self._exited.set_result, code)
+
+
+async def _spawn(argv: list[str], **options: Any) -> _Child:
+    """subprocess.Popen in a thread: fork and exec block the thread that calls them (a few hundred microseconds,
+    more on a busy host), which on the event loop would hold up every other run for as long. A run cancelled
+    meanwhile does not leave its process behind: its group is killed once it exists."""
+    spawning = asyncio.ensure_future(asyncio.to_thread(_popen, argv, options))
     try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:  # an older kernel: keep the threaded watcher
+        return _Child(await asyncio.shield(spawning))
+    except asyncio.CancelledError:
+        spawning.add_done_callback(_kill_orphan)
+        raise
+
+
+def _popen(argv: list[str], options: dict[str, Any]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, **options)
+
+
+def _kill_orphan(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    if spawning.cancelled() or spawning.exception() is not None:
         return
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(asyncio.get_running_loop())
-    asyncio.set_child_watcher(watcher)
+    _signal_group(spawning.result().pid, signal.SIGKILL)
+    _Child(spawning.result())  # reaped when it exits
+
+
+async def _feed(stdin: IO[bytes], payload: bytes) -> None:
+    """Writes the payload and closes stdin, buffered on the loop: a command that never reads it cannot block us."""
+    transport, _ = await asyncio.get_running_loop().connect_write_pipe(asyncio.Protocol, stdin)
+    transport.write(payload)
+    transport.close()
 
 
 def _not_executable(program: str, cwd: str | None, path: str | None) -> str:
