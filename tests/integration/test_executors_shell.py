@@ -10,14 +10,17 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cronbus.common.errors import ValidationError
 from cronbus.common.executor_config import parse_shell_config as parse_config
+from cronbus.services.executor.executors import shell as shell_module
 from cronbus.services.executor.executors.base import (
     EXECUTORS,
     RunRequest,
@@ -251,6 +254,36 @@ async def test_cancelling_the_run_kills_the_group() -> None:
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(running, timeout=10)
     await async_wait_until(lambda: gone(child), timeout_s=5)
+
+
+async def test_cancelling_the_run_while_its_command_starts_kills_the_command_once_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    starting, release = threading.Event(), threading.Event()
+    spawned: list[subprocess.Popen[bytes]] = []
+    popen = shell_module._popen
+
+    def slow_popen(argv: list[str], options: dict[str, Any]) -> subprocess.Popen[bytes]:
+        starting.set()
+        release.wait(10)
+        spawned.append(popen(argv, options))
+        return spawned[-1]
+
+    async def in_popen() -> bool:
+        return starting.is_set()
+
+    async def started() -> bool:
+        return bool(spawned)
+
+    monkeypatch.setattr(shell_module, "_popen", slow_popen)
+    running = asyncio.create_task(run(sh("sleep 60")))
+    await async_wait_until(in_popen, timeout_s=5)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, timeout=10)
+    release.set()
+    await async_wait_until(started, timeout_s=5)
+    await async_wait_until(lambda: gone(spawned[0].pid), timeout_s=5)
 
 
 async def test_going_over_mem_limit_kills_the_group() -> None:
