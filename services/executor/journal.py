@@ -94,9 +94,7 @@ class Journal:
             if self._writing:
                 return  # what is being written keeps it; a later remove() closes it
             self._close_open()
-        self._doomed.append(path)
-        if self._deleting is None or self._deleting.done():
-            self._deleting = asyncio.create_task(self._delete())
+        self._doom(path)
 
     def close(self) -> None:
         """Closes the open segment's file (at shutdown; a later save opens a new segment)."""
@@ -117,7 +115,7 @@ class Journal:
         if segment is not None and (segment.results >= SEGMENT_RESULTS or segment.nbytes >= SEGMENT_BYTES):
             self._close_open()
             if segment.path not in self._left:  # all acknowledged while writes kept it open
-                self._doomed.append(segment.path)
+                self._doom(segment.path)
             segment = None
         if segment is None:
             segment = self._open = _Segment(self.directory / f"{results[0].seq:020d}.jsonl")
@@ -128,13 +126,19 @@ class Journal:
             if self._open is segment:
                 self._close_open()  # its last line may be torn: later results go to a new segment
                 if segment.path not in self._left:
-                    self._doomed.append(segment.path)  # nothing in it is waiting for an acknowledgement
+                    self._doom(segment.path)  # nothing in it is waiting for an acknowledgement
             raise
         finally:
             self._writing = False
         segment.results += len(results)
         self._left.setdefault(segment.path, set()).update(r.seq for r in results)
         self._segment_of.update((r.seq, segment.path) for r in results)
+
+    def _doom(self, path: Path) -> None:
+        """Deletes a closed segment that holds nothing unacknowledged, in the background."""
+        self._doomed.append(path)
+        if self._deleting is None or self._deleting.done():
+            self._deleting = asyncio.create_task(self._delete())
 
     def _close_open(self) -> None:
         assert self._open is not None

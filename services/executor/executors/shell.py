@@ -258,7 +258,8 @@ class _Child:
 
     def _wait_in_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         code = self.popen.wait()
-        loop.call_soon_threadsafe(self._exited.set_result, code)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(self._exited.set_result, code)
 
 
 async def _spawn(argv: list[str], **options: Any) -> _Child:
