@@ -41,6 +41,7 @@ MAX_BACKOFF = timedelta(minutes=5)
 FAN_OUT_CHUNK = 60  # records per ledger unit (a transaction holds 64 operations)
 DISABLED = "job disabled before its slot"
 DISPATCH_BATCH = 200  # runs per Dispatches message at most
+RECENTLY_FINISHED = 20_000  # final records remembered, so a result sent again needs no Consul read
 DISPATCH_BYTES = 1024 * 1024  # about this many bytes of configuration at most (a frame over 4 MiB is dropped)
 
 Publish = Callable[[bytes, msgspec.Struct], None]  # sends at once, never blocks (see SchedulerService._publish)
@@ -168,6 +169,8 @@ class Dispatcher:
         self._by_job: dict[str, dict[str, Active]] = {}  # the same, by job name (no scan of all per launch)
         # ids whose final record is being written (no longer in active) -> whether that write committed
         self._finishing: dict[str, asyncio.Future[bool]] = {}
+        # ids this term recorded final lately, oldest first: a result sent again (its ack was slow) is known at once
+        self._finished: dict[str, None] = {}
         self._written: dict[str, int] = {}  # records written per job since the last history trim
         # Flow control: runs sent to an executor and not finished hold one of its `capacity` slots; a run for a
         # full executor waits here and goes when a slot frees, so an overloaded executor is not flooded with runs
@@ -547,7 +550,7 @@ class Dispatcher:
         """A result of a run this term does not track. If Consul has its record unfinished (an earlier term launched
         it, and this one has not adopted it yet), adopt it: acknowledged, the result would be gone unrecorded."""
         job = self._job(job_name)
-        if job is None or execution_id in self._finishing:
+        if job is None or execution_id in self._finishing or execution_id in self._finished:
             return None
         try:
             record = await self.ledger.store.get_execution(job_name, execution_id)
@@ -589,6 +592,9 @@ class Dispatcher:
             await self._send_waiting()
             await self._write_final(job, record)
             written.set_result(True)
+            self._finished[record.id] = None
+            if len(self._finished) > RECENTLY_FINISHED:
+                del self._finished[next(iter(self._finished))]
         finally:
             if not written.done():
                 written.set_result(False)
