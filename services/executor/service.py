@@ -67,7 +67,7 @@ RESULTS_KEPT = 64  # finished results kept in memory to answer a repeated dispat
 DELIVERY_WAIT_S = 5.0  # at shutdown, how long results may wait for acks before the journal keeps them
 CANCEL_MARGIN_S = 5.0  # after a kill, how much longer than kill_grace_s a run may take before it is cancelled
 INTERRUPTED = "executor restarted during the run"
-# The leader sends a run up to a second ahead of its slot, and this executor starts it at the slot by its own clock.
+# The leader sends a run up to 1.5 s ahead of its slot, and this executor starts it at the slot by its own clock.
 # A longer wait means the two clocks disagree: the run starts after this long rather than wait on a wrong clock.
 HOLD_MAX_S = 5.0
 # The loop's timers fire a millisecond or two late (epoll counts whole milliseconds, other callbacks go first): the

@@ -22,6 +22,7 @@ class Planner:
         self._heap: list[tuple[datetime, int, str]] = []
         self._fires: dict[str, Callable[[datetime], datetime | None]] = {}
         self._next: dict[str, tuple[datetime, int]] = {}
+        self._at: dict[datetime, int] = {}  # planned fires per instant
         self._version = 0
 
     def __len__(self) -> int:
@@ -45,11 +46,17 @@ class Planner:
 
     def remove(self, name: str) -> None:
         self._fires.pop(name, None)
-        self._next.pop(name, None)  # its heap entries are now stale
+        entry = self._next.pop(name, None)  # its heap entries are now stale
+        if entry is not None:
+            self._unplan(entry[0])
 
     def next_fire(self, name: str) -> datetime | None:
         entry = self._next.get(name)
         return entry[0] if entry else None
+
+    def planned_at(self, instant: datetime) -> int:
+        """How many jobs fire at this instant."""
+        return self._at.get(instant, 0)
 
     def peek(self) -> datetime | None:
         """The earliest planned fire."""
@@ -66,6 +73,7 @@ class Planner:
                 break
             slot, _, name = heapq.heappop(self._heap)
             del self._next[name]
+            self._unplan(slot)
             due.append((name, slot))
             following = self._fires[name](slot)
             if following is not None:
@@ -75,7 +83,15 @@ class Planner:
     def _push(self, name: str, fire: datetime) -> None:
         self._version += 1
         self._next[name] = (fire, self._version)
+        self._at[fire] = self._at.get(fire, 0) + 1
         heapq.heappush(self._heap, (fire, self._version, name))
+
+    def _unplan(self, fire: datetime) -> None:
+        left = self._at[fire] - 1
+        if left:
+            self._at[fire] = left
+        else:
+            del self._at[fire]
 
     def _drop_stale(self) -> None:
         while self._heap:

@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 # Not a whole second: the next second's launches are then recorded 0.1 s after this second's slot, not at it, when
 # executors start this second's runs (on a host they share with the leader or Consul, both would want the CPU).
 LEAD = timedelta(seconds=0.9)
+# A herd (thousands of jobs due at one instant) is recorded earlier: its records take Consul most of a second, and
+# its runs must be on their executors before the instant. Still less than a failover takes (the lock TTL, 2 s).
+HERD = 2000
+HERD_LEAD = timedelta(seconds=1.5)
 TICK_S = 0.1
 READ_BURST = 1000  # router messages read at once, then the loop runs other work
 
@@ -286,12 +290,13 @@ class SchedulerService:
             self._wake.clear()
             now = now_utc()
             nxt = self.planner.peek()
-            if nxt is None or nxt > now + LEAD:
-                timeout = 1.0 if nxt is None else min(1.0, (nxt - now - LEAD).total_seconds())
+            lead = HERD_LEAD if nxt is not None and self.planner.planned_at(nxt) >= HERD else LEAD
+            if nxt is None or nxt > now + lead:
+                timeout = 1.0 if nxt is None else min(1.0, (nxt - now - lead).total_seconds())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(timeout, 0.001))
                 continue
-            due = self.planner.pop_due(now + LEAD)
+            due = self.planner.pop_due(now + LEAD if lead == LEAD else nxt)  # a herd comes alone
             self.metrics.fires.inc(len(due))
             launches = [(job, slot) for name, slot in due if (job := self._job(name)) is not None]
             # Whether a forbid or replace job's previous run still runs is decided at the slot, not ahead of it.

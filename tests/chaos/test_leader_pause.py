@@ -70,7 +70,8 @@ async def test_paused_leader_never_dispatches_after_a_new_leader(
         tally = tally_slots(jobs, records, starts(executors), since, until)
         # Launches the old term recorded (and sent) before the pause run at their slot, at most LEAD after it; a
         # later one would have been recorded after the pause: by a leader that was replaced meanwhile. (Not bound by
-        # the new leader's election: a leader already losing its session can be replaced within LEAD.)
+        # the new leader's election: a leader already losing its session can be replaced within LEAD. Its rounds are
+        # smaller than a herd, which is recorded HERD_LEAD ahead.)
         late = [r for rs in records.values() for r in rs if r.term == old.term and r.scheduled_at > stopped_at + LEAD]
         started = starts(executors)
         late_started = [r.id for r in late if started[r.id]]

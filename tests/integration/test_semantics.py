@@ -219,7 +219,8 @@ async def test_a_paused_old_leader_never_dispatches_again(cluster: Cluster, fres
     await async_wait_until(_until(resumed_at + timedelta(seconds=4)), timeout_s=10)
     await async_wait_until(lambda: _count_at_least(store, names[0], 6), timeout_s=10)
     for name in names:
-        # What the old term recorded (and sent) before its pause runs at its slot, at most LEAD after the pause.
+        # What the old term recorded (and sent) before its pause runs at its slot, at most LEAD after the pause
+        # (a few jobs per second: no herd, which would be recorded HERD_LEAD ahead).
         late = [r for r in await executions(store, name) if r.scheduled_at > stopped_at + LEAD and r.term == old_term]
         assert late == [], f"{name}: launched by an old term after it was stopped: {late[:2]}"
     assert "leadership lost" in s1.log() or "leadership ended" in s1.log()

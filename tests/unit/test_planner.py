@@ -47,6 +47,21 @@ def test_edit_replaces_the_plan_and_disable_or_remove_drops_it() -> None:
     assert planner.pop_due(T0 + timedelta(days=1)) == []
 
 
+def test_planned_at_counts_the_jobs_due_at_an_instant_through_edits_removals_and_pops() -> None:
+    planner = Planner()
+    for name in ("a", "b", "c"):
+        planner.set_job(job(name, "@every 10s"), T0)
+    first = T0 + timedelta(seconds=10)
+    assert planner.planned_at(first) == 3
+    planner.set_job(job("a", "@every 1h"), T0)  # moved to another instant
+    planner.remove("b")
+    assert planner.planned_at(first) == 1
+    assert planner.planned_at(T0 + timedelta(hours=1)) == 1
+    assert planner.pop_due(first) == [("c", first)]
+    assert planner.planned_at(first) == 0
+    assert planner.planned_at(first + timedelta(seconds=10)) == 1  # c again, replanned
+
+
 def test_manual_child_and_invalid_jobs_are_not_planned() -> None:
     planner = Planner()
     assert planner.set_job(job("m", "@manually"), T0) == ""
