@@ -138,9 +138,9 @@ class ShellExecutor(Executor):
             os.close(write_fd)  # the child has its copy; ours would keep the pipe from ever reaching EOF
         GUARDIAN.watch(process.pid)  # its own session: the group's id is its pid
         logger.debug("started job=%s exec=%s pid=%d", request.job_name, request.execution_id, process.pid)
-        if process.popen.stdin is not None and config.payload is not None:
-            await _feed(process.popen.stdin, config.payload)
         try:
+            if process.popen.stdin is not None and config.payload is not None:
+                await _feed(process.popen.stdin, config.payload)
             status, reason = await self._supervise(process, config, request, kill)
             exit_code = await process.wait()
             await asyncio.wait({pipe_closed}, timeout=self._drain_s)
