@@ -189,13 +189,23 @@ async def test_an_executor_of_revision_0_gets_each_run_alone_and_at_its_slot(
     dealer = bus.dealer(info.router, "executor:old")
     sub = bus.sub(info.publisher, [node_topic("old")])
 
+    hello = m.encode(m.Hello(node="old", tags={"node": "old"}, capacity=4))  # revision 0
+
     async def beat() -> None:
         while True:
             await dealer.send(m.encode(m.ExecutorHeartbeat(node="old", running=0)))
             await asyncio.sleep(0.3)
 
-    await dealer.send(m.encode(m.Hello(node="old", tags={"node": "old"}, capacity=4)))  # revision 0
-    beating = asyncio.create_task(beat())
+    async def answer() -> None:
+        """Like an executor: says hello again to a leader that does not know it (one that had just taken the lock,
+        and was not ready yet when the first hello came, answers NotLeader)."""
+        while True:
+            frames = await dealer.recv_multipart()
+            if isinstance(m.decode(m.to_peer_decoder, frames[-1], source="test"), m.NotLeader):
+                await dealer.send(hello)
+
+    await dealer.send(hello)
+    beating = asyncio.gather(beat(), answer())
     try:
         await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="the old executor joined")
         instant = (now_utc() + timedelta(seconds=3)).replace(microsecond=0)
