@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import msgspec
 
-from cronbus.services.executor.group_commit import GroupCommit, write_durably
+from cronbus.services.executor.group_commit import AppendedFile, GroupCommit, write_durably
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +67,7 @@ class SeenIds:
         self._entries: dict[str, _Entry] = {}  # oldest first
         self.max_term = 0
         self._lines = 0
-        self._file: BinaryIO | None = None  # appended to between compactions
+        self._file = AppendedFile(path)  # appended to between compactions
         self._torn = False  # an append failed: its line may be half written, so the next flush compacts
         self._commit = GroupCommit(self._flush)  # one flush at a time: a compaction never misses an append
 
@@ -160,11 +158,7 @@ class SeenIds:
 
     def _append(self, lines: list[bytes]) -> None:
         try:
-            if self._file is None:
-                self._file = self.path.open("ab")
-            self._file.write(b"".join(lines))
-            self._file.flush()
-            os.fdatasync(self._file.fileno())
+            self._file.append(b"".join(lines))
         except BaseException:
             self._torn = True
             self.close()
@@ -179,6 +173,4 @@ class SeenIds:
         self._torn = False
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._file.close()

@@ -7,7 +7,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import BinaryIO, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -56,6 +56,30 @@ def _failure(flush: asyncio.Future[None]) -> BaseException | None:
     if flush.cancelled():
         return OSError("the write was cancelled")
     return flush.exception()
+
+
+class AppendedFile:
+    """A file appended to and made durable by each append, kept open between appends (blocking: call in a
+    thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: BinaryIO | None = None
+
+    def append(self, data: bytes) -> bool:
+        """Appends `data` and fdatasyncs; True when this append opened the file."""
+        opened = self._file is None
+        if self._file is None:
+            self._file = self.path.open("ab")
+        self._file.write(data)
+        self._file.flush()
+        os.fdatasync(self._file.fileno())
+        return opened
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def write_durably(path: Path, data: bytes) -> None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 from pathlib import Path
-from typing import BinaryIO
 
 import msgspec
 
 from cronbus.common.messages import ExecutionFinished
-from cronbus.services.executor.group_commit import GroupCommit, fsync_directory
+from cronbus.services.executor.group_commit import AppendedFile, GroupCommit, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -146,31 +144,21 @@ class Journal:
         self._open = None
 
 
-class _Segment:
+class _Segment(AppendedFile):
     """The segment results are appended to: its file stays open between writes."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        super().__init__(path)
         self.results = 0
         self.nbytes = 0
-        self._file: BinaryIO | None = None
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes) -> bool:
         """Appends and fsyncs (blocking: call in a thread). Creating the file also fsyncs its directory."""
-        created = self._file is None
-        if self._file is None:
-            self._file = self.path.open("ab")
-        self._file.write(data)
-        self._file.flush()
-        os.fdatasync(self._file.fileno())
+        created = super().append(data)
         self.nbytes += len(data)
         if created:
             fsync_directory(self.path.parent)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        return created
 
 
 def _unlink_all(paths: list[Path]) -> None:
