@@ -43,7 +43,8 @@ class Unit:
         self.update = update or []
         self.status = status or {}
         self.delete = delete or []
-        # The updated records' keys, computed once: queueing, batching and writing all need them.
+        # The records' keys, computed once: queueing, batching and writing all need them.
+        self.create_keys = [keys.execution(r.job_name, r.id) for r in self.create]
         self.update_keys = [keys.execution(r.job_name, r.id) for r in self.update]
         self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.superseded = False  # a later unit writes its only record: it shares that unit's outcome
@@ -59,8 +60,7 @@ class Unit:
     def touched(self) -> set[str]:
         """What the unit writes: record keys and the names of the jobs whose status it changes."""
         if self._keys is None:
-            self._keys = {keys.execution(r.job_name, r.id) for r in self.create}
-            self._keys.update(self.update_keys)
+            self._keys = {*self.create_keys, *self.update_keys}
             self._keys.update(self.status)
             self._keys.update(op.key for op in self.delete)
         return self._keys
@@ -254,8 +254,8 @@ class Ledger:
         changes: dict[str, list[StatusChange]] = {}
         updates: dict[str, Execution] = {}  # the latest of a record's updates is the one written (started, finished)
         for unit in batch:
-            for record in unit.create:
-                ops.append(TxnOp("cas", keys.execution(record.job_name, record.id), encode(record), 0))
+            for key, record in zip(unit.create_keys, unit.create, strict=True):
+                ops.append(TxnOp("cas", key, encode(record), 0))
                 owners.append(unit)
             updates.update(zip(unit.update_keys, unit.update, strict=True))
             for name, fns in unit.status.items():
