@@ -8,6 +8,7 @@ import contextlib
 import os
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -263,9 +264,15 @@ async def test_cancelling_the_run_while_its_command_starts_kills_the_command_onc
     spawned: list[subprocess.Popen[bytes]] = []
     popen = shell_module._popen
 
+    handed_a_pipe: list[bool] = []
+
     def slow_popen(argv: list[str], options: dict[str, Any]) -> subprocess.Popen[bytes]:
         starting.set()
         release.wait(10)
+        try:  # the output pipe's write end, still open though the run was cancelled meanwhile
+            handed_a_pipe.append(stat.S_ISFIFO(os.fstat(options["stdout"]).st_mode))
+        except OSError:
+            handed_a_pipe.append(False)
         spawned.append(popen(argv, options))
         return spawned[-1]
 
@@ -283,6 +290,7 @@ async def test_cancelling_the_run_while_its_command_starts_kills_the_command_onc
         await asyncio.wait_for(running, timeout=10)
     release.set()
     await async_wait_until(started, timeout_s=5)
+    assert handed_a_pipe == [True]
     await async_wait_until(lambda: gone(spawned[0].pid), timeout_s=5)
 
 

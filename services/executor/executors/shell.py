@@ -116,10 +116,15 @@ class ShellExecutor(Executor):
         # Our own pipe, not PIPE: Process.wait() would also wait for the pipe to close, which a
         # background child holding it can delay forever.
         read_fd, write_fd = os.pipe()
-        pipe, pipe_closed = await _connect_output(read_fd, output)
+        try:
+            pipe, pipe_closed = await _connect_output(read_fd, output)  # closes read_fd if it fails
+        except BaseException:
+            os.close(write_fd)
+            raise
         try:
             process = await _spawn(
                 config.argv,
+                write_fd,
                 stdin=subprocess.PIPE if config.payload is not None else subprocess.DEVNULL,
                 stdout=write_fd,
                 stderr=subprocess.STDOUT,
@@ -134,8 +139,9 @@ class ShellExecutor(Executor):
             pipe.close()
             why = _not_executable(config.argv[0], config.cwd, env.get("PATH")) or str(exc)
             return fail(output, f"cannot start {config.argv[0]!r}: {why}")
-        finally:
-            os.close(write_fd)  # the child has its copy; ours would keep the pipe from ever reaching EOF
+        except BaseException:
+            pipe.close()
+            raise
         GUARDIAN.watch(process.pid)  # its own session: the group's id is its pid
         logger.debug("started job=%s exec=%s pid=%d", request.job_name, request.execution_id, process.pid)
         try:
@@ -270,16 +276,27 @@ class _Child:
             loop.call_soon_threadsafe(self._exited.set_result, code)
 
 
-async def _spawn(argv: list[str], **options: Any) -> _Child:
+async def _spawn(argv: list[str], handed_fd: int, **options: Any) -> _Child:
     """subprocess.Popen in a thread: fork and exec block the thread that calls them (a few hundred microseconds,
     more on a busy host), which on the event loop would hold up every other run for as long. A run cancelled
-    meanwhile does not leave its process behind: its group is killed once it exists."""
-    spawning = asyncio.ensure_future(asyncio.to_thread(_popen, argv, options))
+    meanwhile does not leave its process behind: its group is killed once it exists.
+
+    `handed_fd` (the write end of the output pipe) is closed by the thread once Popen returns: the child then
+    has its copy, and ours would keep the pipe from reaching end of file. Closing it any earlier, say when the
+    run is cancelled, would hand Popen a closed descriptor, or another file's that took its number."""
+    spawning = asyncio.ensure_future(asyncio.to_thread(_start, argv, options, handed_fd))
     try:
         return _Child(await asyncio.shield(spawning))
     except asyncio.CancelledError:
         spawning.add_done_callback(_kill_orphan)
         raise
+
+
+def _start(argv: list[str], options: dict[str, Any], handed_fd: int) -> subprocess.Popen[bytes]:
+    try:
+        return _popen(argv, options)
+    finally:
+        os.close(handed_fd)
 
 
 def _popen(argv: list[str], options: dict[str, Any]) -> subprocess.Popen[bytes]:
