@@ -9,6 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -40,6 +41,7 @@ MAX_OUTPUT_JSON = 300_000  # bytes of a record's output once JSON-encoded
 MAX_BACKOFF = timedelta(minutes=5)
 FAN_OUT_CHUNK = 60  # records per ledger unit (a transaction holds 64 operations)
 DISABLED = "job disabled before its slot"
+DELETED = "job deleted before its slot"
 DISPATCH_BATCH = 200  # runs per Dispatches message at most
 RECENTLY_FINISHED = 20_000  # final records remembered, so a result sent again needs no Consul read
 DISPATCH_BYTES = 1024 * 1024  # about this many bytes of configuration at most (a frame over 4 MiB is dropped)
@@ -172,6 +174,8 @@ class Dispatcher:
         # ids this term recorded final lately, oldest first: a result sent again (its ack was slow) is known at once
         self._finished: dict[str, None] = {}
         self._written: dict[str, int] = {}  # records written per job since the last history trim
+        self._deleted: set[str] = set()  # jobs seen deleted this term: nothing more of theirs is written
+        self._cleanups: set[asyncio.Task[None]] = set()
         # Flow control: runs sent to an executor and not finished hold one of its `capacity` slots; a run for a
         # full executor waits here and goes when a slot frees, so an overloaded executor is not flooded with runs
         # it must refuse (and the leader does not resend refused runs in a loop).
@@ -211,7 +215,8 @@ class Dispatcher:
         def change(s: JobStatus) -> JobStatus:
             return msgspec.structs.replace(s, running=[i for i in s.running if i not in gone])
 
-        self.ledger.submit(Unit(status={job_name: [change]}))
+        if job_name not in self._deleted:
+            self.ledger.submit(Unit(status={job_name: [change]}))
 
     # ---- launching -------------------------------------------------------------------------------------
 
@@ -249,6 +254,9 @@ class Dispatcher:
         launched = self.active.get(record.id)
         if launched is None or launched.sent_at:  # the tick may have sent it already
             return
+        if record.job_name in self._deleted:
+            self._untrack(record)
+            return
         current = self._job(record.job_name)
         if current is not None:
             launched.job = current  # an edit made since the launch was recorded applies
@@ -259,21 +267,62 @@ class Dispatcher:
         else:
             await self._dispatch(launched)
 
-    def cancel_ahead(self, job_name: str) -> None:
-        """The job was disabled: its runs sent ahead of their slot do not start (the executor records them
-        skipped, unless the slot came first)."""
+    def cancel_ahead(self, job_name: str, reason: str = DISABLED) -> None:
+        """The job was disabled (or deleted): its runs sent ahead of their slot do not start (the executor reports
+        them skipped, unless the slot came first)."""
         now = now_utc()
         for active in self.running_of(job_name):
             record = active.record
             state = self.registry.executors.get(record.node_name)
             if active.sent_at and not record.manual and record.scheduled_at > now and state is not None:
-                self._send_to(state.identity, m.CancelRun(execution_id=record.id, term=self.term, reason=DISABLED))
+                self._send_to(state.identity, m.CancelRun(execution_id=record.id, term=self.term, reason=reason))
+
+    def job_deleted(self, name: str) -> None:
+        """The job was deleted, and its status and history with it. Runs sent ahead of their slot do not start,
+        runs not sent are dropped, runs under way go on (as in Dkron) and their results are acknowledged, but
+        nothing more of the job is written; what was written meanwhile (a result that raced the delete) is
+        removed once the writes already queued are done."""
+        self._deleted.add(name)
+        self.cancel_ahead(name, DELETED)
+        for active in self.running_of(name):
+            if not active.sent_at and not self._may_have_run(active):
+                self._untrack(active.record)
+        task = asyncio.create_task(self._clean_up_after(name, self.ledger.settled()))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    def job_exists(self, name: str) -> None:
+        """A job of that name was created or changed: its runs are recorded (again, if it had been deleted)."""
+        self._deleted.discard(name)
+
+    async def _clean_up_after(self, name: str, written: asyncio.Future[list[Any]]) -> None:
+        await written
+        if name not in self._deleted:
+            return  # created again meanwhile: what was written is the new job's
+        self.ledger.statuses.pop(name, None)
+        self._written.pop(name, None)
+        ops = [
+            TxnOp("check-not-exists", keys.job(name)),
+            TxnOp("delete-tree", keys.executions(name)),
+            TxnOp("delete", keys.status(name)),
+        ]
+        try:
+            ok, _, errors = await self.ledger.store.consul.txn(ops)
+        except ConsulError as exc:
+            log.warning("could not remove what was written of deleted job=%s: %s", name, exc)
+            return
+        if ok:
+            log.info("job deleted: nothing of it left in Consul job=%s", name)
+        else:  # created again before this ran
+            log.info("job created again, kept its records job=%s: %s", name, "; ".join(e.what for e in errors))
 
     async def _submit_launch(
         self, job: Job, slot: datetime, manual: bool
     ) -> tuple[str, list[Execution], list[asyncio.Future[Outcome]]]:
         """Queues the records of one launch: ("skipped", [its record], [future]) under concurrency forbid, else
         ("launch", records, a future per chunk of records)."""
+        if job.name in self._deleted:
+            return "deleted", [], []
         base = execution_id(job.name, slot, 1)
         running = self.running_of(job.name)
         if running and job.concurrency == "forbid":
@@ -312,6 +361,8 @@ class Dispatcher:
         """Waits for a launch's records; tracks the ones committed."""
         if kind == "failed":
             return "fenced", []
+        if kind == "deleted":
+            return "deleted", []
         outcomes: list[str] = []
         for chunk in chunks:
             try:
@@ -360,6 +411,8 @@ class Dispatcher:
             output=reason,
             finished_at=now_utc(),
         )
+        if job.name in self._deleted:
+            return
         if await self.ledger.submit(Unit(create=[record], status={job.name: [_slot_done(slot)]})) == "committed":
             (self.metrics.missed if status == "missed" else self.metrics.skipped).inc()
 
@@ -435,6 +488,9 @@ class Dispatcher:
     async def _retarget(self, active: Active) -> bool:
         """Chooses an executor for a waiting or orphaned pending execution, and records the choice before
         dispatching it, so a new leader re-sends it to the same executor (which deduplicates)."""
+        if active.record.job_name in self._deleted:  # it runs nowhere, and never will
+            self._untrack(active.record)
+            return False
         try:
             node = self.registry.select(active.job.tags, exclude=frozenset({active.record.node_name}))[0]
         except NoTargetError:
@@ -508,8 +564,9 @@ class Dispatcher:
         active.record = msgspec.structs.replace(
             active.record, status="running", started_at=msg.started_at, node_name=msg.node
         )
-        await self.ledger.submit(Unit(update=[active.record]))
-        self.notifier.starting(active.job, active.record)
+        if active.record.job_name not in self._deleted:
+            await self.ledger.submit(Unit(update=[active.record]))
+            self.notifier.starting(active.job, active.record)
 
     async def on_output(self, msg: m.OutputProduced) -> None:
         active = self.active.get(msg.execution_id)
@@ -529,7 +586,7 @@ class Dispatcher:
         active = self.active.get(msg.execution_id) or await self._adopt_reported(msg.job_name, msg.execution_id)
         if active is None:
             return  # finished before (a resend), or its job is gone
-        if msg.status == "skipped":  # sent ahead of its slot, and cancelled before it (cancel_ahead)
+        if msg.status == "skipped" and msg.job_name not in self._deleted:  # cancelled before its slot (cancel_ahead)
             self.metrics.skipped.inc()
         output, cut = fit_output(msg.output)
         record = msgspec.structs.replace(
@@ -601,6 +658,9 @@ class Dispatcher:
             del self._finishing[record.id]
 
     async def _write_final(self, job: Job, record: Execution) -> None:
+        if job.name in self._deleted:
+            log.info("result of a deleted job not kept job=%s exec=%s status=%s", job.name, record.id, record.status)
+            return
         retry: Execution | None = None
         if record.status in ("failed", "timeout") and record.attempt <= job.retries:  # attempts that ran and failed
             retry_id = execution_id(job.name, record.scheduled_at, record.attempt + 1)

@@ -89,6 +89,7 @@ class Ledger:
         self._backlog = 0  # operations of the queued units (superseded ones not counted)
         self._launches = 0  # queued units that create records: they are written at once
         self._since = 0.0  # when the oldest queued unit came (loop time)
+        self._in_flight: dict[asyncio.Task[None], tuple[list[Unit], set[str]]] = {}  # transactions under way
         self._wake = asyncio.Event()
         self.fenced = False
 
@@ -116,6 +117,11 @@ class Ledger:
         self._wake.set()
         return unit.done
 
+    def settled(self) -> asyncio.Future[list[Any]]:
+        """Done once every unit submitted so far is written or given up (units submitted later do not count)."""
+        units = [*self._updates, *self._pending, *(u for batch, _ in self._in_flight.values() for u in batch)]
+        return asyncio.gather(*(u.done for u in units), return_exceptions=True)
+
     def status(self, name: str) -> JobStatus:
         return self.statuses.get(name, (JobStatus(), 0))[0]
 
@@ -126,7 +132,7 @@ class Ledger:
         transactions); launches are written at once, with whatever is queued. Ends when fenced; when it ends for any
         reason (cancelled at the end of the term included), every unit not committed resolves as "fenced", so
         nothing waits for it forever."""
-        in_flight: dict[asyncio.Task[None], tuple[list[Unit], set[str]]] = {}
+        in_flight = self._in_flight
         try:
             while not self.fenced:
                 busy = {key for _, keys_ in in_flight.values() for key in keys_}
@@ -161,6 +167,7 @@ class Ledger:
             if in_flight:
                 await asyncio.wait(in_flight)
             _resolve([*(u for batch, _ in in_flight.values() for u in batch), *self._updates, *self._pending], "fenced")
+            in_flight.clear()
             self._updates.clear()
             self._pending.clear()
             self._queued.clear()

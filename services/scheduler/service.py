@@ -269,8 +269,12 @@ class SchedulerService:
         ledger = self.dispatcher.ledger if self.dispatcher else None
         for name in removed:
             self.planner.remove(name)
+            if self.dispatcher is not None:
+                self.dispatcher.job_deleted(name)
         for name in changed:
             job = self._job(name)
+            if job is not None and self.dispatcher is not None:
+                self.dispatcher.job_exists(name)
             if job is None:
                 self.planner.remove(name)
                 stored = self.view.jobs.get(name)

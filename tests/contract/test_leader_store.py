@@ -182,6 +182,32 @@ async def test_updates_gather_into_a_transaction_that_a_launch_or_a_full_one_sen
     await lock.release()
 
 
+async def test_settled_waits_for_the_units_submitted_before_it_only(
+    consul: ConsulClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """settled() (the leader's cleanup after a job's deletion waits on it) is done once every unit submitted before
+    the call is written, and is not held back by units submitted after it."""
+    monkeypatch.setattr(ledger_module, "GATHER_S", 30.0)  # a trickle of updates waits for a launch to go
+    lock = await _lock(consul, "settled")
+    assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
+    ledger = Ledger(Store(consul), lock.session, {})
+    runner = asyncio.create_task(ledger.run())
+    early = [ledger.submit(Unit(update=[_record(f"e{i}")])) for i in range(3)]
+    settling = ledger.settled()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not settling.done()
+    ledger.submit(Unit(create=[_record("launch")]))  # sends what is queued at once
+    await asyncio.wait_for(settling, 10)
+    assert [f.result() for f in early] == ["committed"] * 3
+    later = ledger.settled()
+    waiting = ledger.submit(Unit(update=[_record("late")]))
+    await asyncio.wait_for(later, 10)
+    assert not waiting.done()
+    runner.cancel()
+    await lock.release()
+
+
 def _record(exec_id: str) -> Execution:
     return Execution(id=exec_id, job_name="job1", scheduled_at=SLOT, status="pending")
 

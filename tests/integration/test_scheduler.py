@@ -10,11 +10,20 @@ from pathlib import Path
 
 from cronbus.common import messages as m
 from cronbus.common.bus import Bus, node_topic
+from cronbus.common.consul import keys
 from cronbus.common.consul.agent import DevAgent
 from cronbus.common.consul.store import Store
 from cronbus.common.models import Execution, now_utc
 from tests.helpers import Cluster, async_wait_until
-from tests.integration.scheduling import client, executions, executor_joined, finished, put_job, slot_counts
+from tests.integration.scheduling import (
+    client,
+    control,
+    executions,
+    executor_joined,
+    finished,
+    put_job,
+    slot_counts,
+)
 
 
 async def _leader(store: Store) -> str:
@@ -173,6 +182,77 @@ async def test_a_launch_recorded_ahead_is_skipped_if_the_job_is_disabled_before_
 
 async def _finished_of(store: Store, name: str) -> list[Execution]:
     return finished(await executions(store, name))
+
+
+async def _delete(store: Store, name: str) -> None:
+    stored = await store.get_job(name)
+    assert stored is not None
+    await store.delete_job(name, cas=stored.modify_index)
+
+
+def _line(log: str, part: str) -> str:
+    return next(line for line in log.splitlines() if part in line)
+
+
+async def _left_of(store: Store, name: str) -> list[str]:
+    """What Consul still holds of a job besides its definition: status and execution records."""
+    return [*await store.consul.kv_keys(keys.executions(name)), *await store.consul.kv_keys(keys.status(name))]
+
+
+async def test_a_job_deleted_before_its_slot_does_not_run_and_leaves_nothing_behind(
+    cluster: Cluster, fresh_consul: DevAgent
+) -> None:
+    store = Store(client(fresh_consul))
+    scheduler = cluster.scheduler(name="s1")
+    executor = cluster.executor("--log-level", "info", name="e1")
+    await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
+    instant = (now_utc() + timedelta(seconds=5)).replace(microsecond=0)
+    at = f"@at {instant.isoformat().replace('+00:00', 'Z')}"
+    await put_job(store, name="late-gone", schedule=at, executor="noop")
+    await async_wait_until(lambda: executions(store, "late-gone"), timeout_s=10, what="the launch recorded ahead")
+    assert now_utc() < instant
+    await _delete(store, "late-gone")
+
+    async def settled() -> bool:
+        log = scheduler.log()
+        return "not kept job=late-gone" in log and "nothing of it left in Consul job=late-gone" in log
+
+    await async_wait_until(settled, timeout_s=15, what="the cancelled run's result dropped, the job cleaned up")
+    assert "status=skipped" in _line(scheduler.log(), "not kept job=late-gone")
+    assert "started job=late-gone" not in executor.log()
+    assert await _left_of(store, "late-gone") == []
+    await store.consul.close()
+
+
+async def test_a_run_under_way_when_its_job_is_deleted_goes_on_and_leaves_nothing_behind(
+    cluster: Cluster, fresh_consul: DevAgent, tmp_path: Path
+) -> None:
+    store = Store(client(fresh_consul))
+    scheduler = cluster.scheduler(name="s1")
+    cluster.executor(name="e1")
+    await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
+    marker = tmp_path / "went-on"
+    config = {"command": f"sleep 1.5; touch {marker}", "shell": "true"}
+    await put_job(store, name="gone-mid-run", schedule="@manually", executor="shell", executor_config=config)
+    assert (await control(store, m.RunJob(req_id="r1", job_name="gone-mid-run"))).ok
+
+    async def running() -> bool:
+        return any(r.status == "running" for r in await executions(store, "gone-mid-run"))
+
+    async def went_on() -> bool:
+        return marker.exists()
+
+    async def result_dropped() -> bool:
+        return "not kept job=gone-mid-run" in scheduler.log()
+
+    await async_wait_until(running, timeout_s=10, what="the run under way")
+    await _delete(store, "gone-mid-run")
+    await async_wait_until(went_on, timeout_s=10, what="the run went on to its end")
+    await async_wait_until(result_dropped, timeout_s=10, what="its result")
+    assert "status=success" in _line(scheduler.log(), "not kept job=gone-mid-run")
+    assert "nothing of it left in Consul job=gone-mid-run" in scheduler.log()
+    assert await _left_of(store, "gone-mid-run") == []
+    await store.consul.close()
 
 
 async def test_an_executor_of_revision_0_gets_each_run_alone_and_at_its_slot(
