@@ -48,10 +48,19 @@ def find_consul() -> str:
     raise CronbusError(f"no consul binary found. {INSTALL_HINT}")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on loopback when chosen, never the same one twice in this process: each is released at
+    once, so two chosen in a row (an agent's six) could otherwise be the same port."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class DevAgent:
