@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
@@ -42,6 +43,7 @@ MAX_BACKOFF = timedelta(minutes=5)
 FAN_OUT_CHUNK = 60  # records per ledger unit (a transaction holds 64 operations)
 DISABLED = "job disabled before its slot"
 DELETED = "job deleted before its slot"
+MOVE_SCAN = 64  # waiting runs looked at for an executor with a free slot (_move_waiting)
 DISPATCH_BATCH = 200  # runs per Dispatches message at most
 RECENTLY_FINISHED = 20_000  # final records remembered, so a result sent again needs no Consul read
 DISPATCH_BYTES = 1024 * 1024  # about this many bytes of configuration at most (a frame over 4 MiB is dropped)
@@ -182,6 +184,9 @@ class Dispatcher:
         self._slots: dict[str, int] = {}  # node -> slots held
         self._waiting: dict[str, deque[Active]] = {}  # node -> runs waiting for a slot, oldest first
         self._freed: set[str] = set()  # nodes with waiting runs and a slot freed since _send_waiting ran
+        # Waiting runs that may go to any executor their tags match (not one of a run on several executors), oldest
+        # first: one that waits for a full executor goes to another with a free slot (_move_waiting, every tick).
+        self._movable: dict[str, Active] = {}  # by execution id
         self._outgoing: dict[str, list[m.Dispatch]] = {}  # node -> dispatches not sent yet (_queue_dispatch)
         self._outgoing_bytes: dict[str, int] = {}  # node -> about how big those are
         self.started_at = time.monotonic()
@@ -203,6 +208,7 @@ class Dispatcher:
 
     def _untrack(self, record: Execution) -> None:
         self._free_slot(self.active.pop(record.id))
+        self._movable.pop(record.id, None)
         of_job = self._by_job[record.job_name]
         of_job.pop(record.id)
         if not of_job:
@@ -429,6 +435,8 @@ class Dispatcher:
             if self._full(active.record.node_name):
                 active.waiting = True
                 self._waiting.setdefault(active.record.node_name, deque()).append(active)
+                if record.id == execution_id(record.job_name, record.scheduled_at, record.attempt):  # names no node
+                    self._movable[record.id] = active
                 return
             self._hold_slot(active)
         active.sent_at = time.monotonic()
@@ -485,19 +493,21 @@ class Dispatcher:
             for node, runs in outgoing.items():
                 self._publish(node_topic(node), m.Dispatches(runs=runs))
 
-    async def _retarget(self, active: Active) -> bool:
-        """Chooses an executor for a waiting or orphaned pending execution, and records the choice before
-        dispatching it, so a new leader re-sends it to the same executor (which deduplicates)."""
+    async def _retarget(self, active: Active, node: str = "") -> bool:
+        """Chooses an executor (`node`, else the least busy other one) for a waiting or orphaned pending execution,
+        and records the choice before dispatching it, so a new leader re-sends it to the same executor (which
+        deduplicates)."""
         if active.record.job_name in self._deleted:  # it runs nowhere, and never will
             self._untrack(active.record)
             return False
         try:
-            node = self.registry.select(active.job.tags, exclude=frozenset({active.record.node_name}))[0]
+            node = node or self.registry.select(active.job.tags, exclude=frozenset({active.record.node_name}))[0]
         except NoTargetError:
             return False
         self._free_slot(active)
+        self._stop_waiting(active)
         active.record = msgspec.structs.replace(active.record, node_name=node)
-        active.acked = active.waiting = False
+        active.acked = False
         active.sends = active.refusals = 0
         outcome = await self.ledger.submit(Unit(update=[active.record]))
         return outcome == "committed"
@@ -530,10 +540,25 @@ class Dispatcher:
             while queue and not self._full(node):
                 active = queue.popleft()
                 if active.waiting and active.record.node_name == node and active.record.id in self.active:
-                    active.waiting = False
+                    self._stop_waiting(active)
                     await self._dispatch(active)
             if queue is not None and not queue and self._waiting.get(node) is queue:
                 del self._waiting[node]
+
+    async def _move_waiting(self, node: str) -> None:
+        """Sends runs waiting for other executors to `node` (none waits for it) while it has free slots: of the
+        MOVE_SCAN that have waited longest, those whose tags it has. (A moved run's place in its old executor's
+        queue is skipped when reached.)"""
+        for active in list(itertools.islice(self._movable.values(), MOVE_SCAN)):
+            if self._full(node):
+                return
+            movable = active.record.id in self._movable and self.registry.matches(node, active.job.tags)
+            if movable and await self._retarget(active, node):
+                await self._dispatch(active)
+
+    def _stop_waiting(self, active: Active) -> None:
+        active.waiting = False
+        self._movable.pop(active.record.id, None)
 
     # ---- from executors --------------------------------------------------------------------------------
 
@@ -753,7 +778,12 @@ class Dispatcher:
         executors, and gives up on runs that waited longer than their catch-up window."""
         for node in [s.node for s in self.registry.reap()]:
             await self.on_executor_lost(node)
+        self._freed.update(n for n in self._waiting if not self._full(n))  # e.g. back with a greater capacity
         await self._send_waiting()
+        if self._movable:  # runs wait for full executors: the others take them
+            for state in self.registry.live():
+                if state.node not in self._waiting:
+                    await self._move_waiting(state.node)
         now = time.monotonic()
         wall = now_utc()
         for active in list(self.active.values()):

@@ -118,6 +118,12 @@ class ExecutorRegistry:
         wanted, _ = parse_job_tags(tags)
         return [s for s in self.live() if all(s.tags.get(k) == v for k, v in wanted.items())]
 
+    def matches(self, node: str, tags: dict[str, str] | None) -> bool:
+        """Whether `node` is live and has every tag a job with `tags` asks for."""
+        wanted, _ = parse_job_tags(tags)
+        state = self.executors.get(node)
+        return state is not None and state.subscribed and all(state.tags.get(k) == v for k, v in wanted.items())
+
     def select(self, tags: dict[str, str] | None, exclude: frozenset[str] = frozenset()) -> list[str]:
         """Target nodes for one run (semantics §5): every tag must match; `value:count` caps the number of
         executors; no tags means exactly one. Least busy first. Raises NoTargetError."""

@@ -157,6 +157,40 @@ async def test_runs_beyond_an_executors_capacity_wait_at_the_leader(cluster: Clu
     await store.consul.close()
 
 
+async def test_a_run_waiting_for_a_full_executor_goes_to_another_with_a_free_slot(
+    cluster: Cluster, fresh_consul: DevAgent
+) -> None:
+    """Two executors of capacity 1. Two long runs end up one on each, even one sent to the busy executor (its
+    heartbeat may not show the first run yet). A third run waits at the leader for one of them; when the other
+    one's run ends first, the waiting run goes there instead of waiting for its own."""
+    store = Store(client(fresh_consul))
+    cluster.scheduler(name="s1")
+    for name in ("e1", "e2"):
+        cluster.executor("--capacity", "1", name=name)
+    await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executors up")
+    holding: dict[str, Execution] = {}  # node -> its long run
+    for name in ("hold1", "hold2"):
+        await put_job(store, name=name, executor="shell", executor_config={"command": "sleep 60"}, schedule="@manually")
+        assert (await control(store, m.RunJob(req_id=f"run-{name}", job_name=name))).ok
+
+        async def running(name: str = name) -> list[Execution]:
+            return [r for r in await executions(store, name) if r.status == "running"]
+
+        record = (await async_wait_until(running, timeout_s=15, what=f"{name} running"))[0]
+        holding[record.node_name] = record
+    assert sorted(holding) == ["e1", "e2"]
+    await put_job(store, name="quick", executor="noop", schedule="@manually")
+    assert (await control(store, m.RunJob(req_id="run-quick", job_name="quick"))).ok
+    waiting_for = (await async_wait_until(lambda: executions(store, "quick"), timeout_s=10, what="quick"))[0].node_name
+    other = "e2" if waiting_for == "e1" else "e1"
+    freed = holding[other]
+    assert (await control(store, m.KillExecution(req_id="k", job_name=freed.job_name, execution_id=freed.id))).ok
+    record = (await async_wait_until(lambda: _finished_of(store, "quick"), timeout_s=10, what="quick's run"))[0]
+    assert (record.status, record.node_name) == ("success", other)
+    assert [r.status for r in await executions(store, holding[waiting_for].job_name)] == ["running"]
+    await store.consul.close()
+
+
 async def test_a_launch_recorded_ahead_is_skipped_if_the_job_is_disabled_before_its_slot(
     cluster: Cluster, fresh_consul: DevAgent
 ) -> None:
