@@ -266,7 +266,7 @@ async def test_a_run_under_way_when_its_job_is_deleted_goes_on_and_leaves_nothin
     cluster.executor(name="e1")
     await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
     marker = tmp_path / "went-on"
-    config = {"command": f"sleep 1.5; touch {marker}", "shell": "true"}
+    config = {"command": f"sleep 3; touch {marker}", "shell": "true"}
     await put_job(store, name="gone-mid-run", schedule="@manually", executor="shell", executor_config=config)
     assert (await control(store, m.RunJob(req_id="r1", job_name="gone-mid-run"))).ok
 
