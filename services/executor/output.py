@@ -13,7 +13,8 @@ class OutputBuffer:
     """Keeps the last `limit_bytes` bytes written and counts them all; memory stays constant.
 
     Live streaming: with `on_chunk`, the bytes written since the last hand-over are passed to it at most every
-    `flush_interval_s` (the first write goes out at once), by a timer on the running event loop, so `write`
+    `flush_interval_s` (the first hand-over comes `first_flush_s` after the buffer was made, or at once), by a
+    timer on the running event loop, so `write`
     must then be called from the loop's thread. A chunk is bounded too: when more than `limit_bytes` arrive
     between two hand-overs, only the last `limit_bytes` are kept, after a marker line saying how many were
     skipped. Timed chunks end on a UTF-8 character boundary (an incomplete character waits for the next
@@ -26,6 +27,7 @@ class OutputBuffer:
         limit_bytes: int = DEFAULT_LIMIT_BYTES,
         on_chunk: Callable[[bytes], None] | None = None,
         flush_interval_s: float = 0.3,
+        first_flush_s: float = 0.0,
     ) -> None:
         if limit_bytes <= 0:
             raise ValueError(f"limit_bytes must be positive, not {limit_bytes}")
@@ -36,7 +38,7 @@ class OutputBuffer:
         self._interval_s = flush_interval_s
         self._pending = bytearray()
         self._skipped = 0  # bytes dropped from _pending since the last hand-over
-        self._last_flush_at = -float("inf")
+        self._last_flush_at = time.monotonic() + first_flush_s - flush_interval_s
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 

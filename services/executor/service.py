@@ -67,6 +67,9 @@ RESULTS_KEPT = 64  # finished results kept in memory to answer a repeated dispat
 DELIVERY_WAIT_S = 5.0  # at shutdown, how long results may wait for acks before the journal keeps them
 CANCEL_MARGIN_S = 5.0  # after a kill, how much longer than kill_grace_s a run may take before it is cancelled
 INTERRUPTED = "executor restarted during the run"
+# A run still going this long after it started is reported started; a shorter one only by its result (which says
+# when it started): for runs of a few milliseconds that halves the messages and the leader's writes.
+STARTED_AFTER_S = 0.1
 # The leader sends a run up to 1.5 s ahead of its slot, and this executor starts it at the slot by its own clock.
 # A longer wait means the two clocks disagree: the run starts after this long rather than wait on a wrong clock.
 HOLD_MAX_S = 5.0
@@ -99,6 +102,9 @@ class _Run:
     processors: dict[str, dict[str, str]] = field(default_factory=dict)  # the job's output processors
     # Resolved when a run sent ahead of its slot may start (None), or ends before it started (Stop).
     release: asyncio.Future[Stop | None] | None = None
+    started_at: datetime | None = None
+    report: asyncio.TimerHandle | None = None  # reports the run started (after STARTED_AFTER_S), unless it ended
+    reported: bool = False
 
 
 class ExecutorService:
@@ -353,17 +359,21 @@ class ExecutorService:
             if stop is not None:
                 await self._end_early(request.execution_id, request.job_name, *stop)
                 return
-            started_at = now_utc()
+            started_at = run.started_at = now_utc()
             began = time.monotonic()
-            # Output a processor keeps to itself (forward false) is not streamed live either.
+            self.metrics.started.inc(executor=request.executor if request.executor in EXECUTORS else "unknown")
+            log.debug("started job=%s exec=%s executor=%s", request.job_name, request.execution_id, request.executor)
+            # Output a processor keeps to itself (forward false) is not streamed live either. What comes before the
+            # run is reported started waits for that (or, when the run ends first, goes with its result).
             stream = forwards_output(run.processors)
-            output = OutputBuffer(on_chunk=(lambda chunk: self._stream(request, chunk)) if stream else None)
-            # Reported in the loop's next turn: the runs released at one slot all start before any is reported.
-            asyncio.get_running_loop().call_soon(self._report_started, request, started_at)
+            on_chunk = (lambda chunk: self._stream(run, chunk)) if stream else None
+            output = OutputBuffer(on_chunk=on_chunk, first_flush_s=STARTED_AFTER_S)
+            run.report = asyncio.get_running_loop().call_later(STARTED_AFTER_S, self._report_started, run)
             try:
                 result = await self._run(request, output, run.kill)
                 await asyncio.sleep(0)  # a run that ended at once (noop) lets the others of its slot start first
             finally:
+                run.report.cancel()
                 output.close()
             self.metrics.finished.inc(status=result.status)
             self.metrics.duration.observe(time.monotonic() - began, status=result.status)
@@ -452,18 +462,19 @@ class ExecutorService:
             )
         )
 
-    def _report_started(self, request: RunRequest, started_at: datetime) -> None:
-        self.metrics.started.inc(executor=request.executor if request.executor in EXECUTORS else "unknown")
+    def _report_started(self, run: _Run) -> None:
+        assert run.report is not None and run.started_at is not None  # set by _execute before the timer starts
+        run.report.cancel()
+        run.reported = True
         self.connection.send_reliable(
             ExecutionStarted(
                 seq=self.connection.outbox.next_seq(),
-                execution_id=request.execution_id,
-                job_name=request.job_name,
+                execution_id=run.request.execution_id,
+                job_name=run.request.job_name,
                 node=self.node,
-                started_at=started_at,
+                started_at=run.started_at,
             )
         )
-        log.debug("started job=%s exec=%s executor=%s", request.job_name, request.execution_id, request.executor)
 
     async def _run(self, request: RunRequest, output: OutputBuffer, kill: asyncio.Event) -> RunResult:
         executor = self._executors.get(request.executor)
@@ -501,7 +512,12 @@ class ExecutorService:
             self.metrics.processor_errors.inc(processor=name)
         return processed.output
 
-    def _stream(self, request: RunRequest, chunk: bytes) -> None:
+    def _stream(self, run: _Run, chunk: bytes) -> None:
+        if not run.reported:
+            if run.report is None or run.report.cancelled():
+                return  # the run ended before it was reported started: its result carries all of its output
+            self._report_started(run)  # output comes after the start, never before
+        request = run.request
         self.connection.send_reliable(
             OutputProduced(
                 seq=self.connection.outbox.next_seq(),

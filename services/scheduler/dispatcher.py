@@ -584,14 +584,18 @@ class Dispatcher:
         if active is None:
             return
         active.acked = True
-        if not active.record.manual and active.record.attempt == 1 and active.record.status == "pending":
-            self.metrics.lag.observe(max(0.0, (msg.started_at - active.record.scheduled_at).total_seconds()))
+        self._observe_lag(active.record, msg.started_at)
         active.record = msgspec.structs.replace(
             active.record, status="running", started_at=msg.started_at, node_name=msg.node
         )
         if active.record.job_name not in self._deleted:
             await self.ledger.submit(Unit(update=[active.record]))
             self.notifier.starting(active.job, active.record)
+
+    def _observe_lag(self, record: Execution, started_at: datetime) -> None:
+        """Slot to start of a scheduled run's first attempt, counted once (while its record is still pending)."""
+        if not record.manual and record.attempt == 1 and record.status == "pending":
+            self.metrics.lag.observe(max(0.0, (started_at - record.scheduled_at).total_seconds()))
 
     async def on_output(self, msg: m.OutputProduced) -> None:
         active = self.active.get(msg.execution_id)
@@ -613,6 +617,13 @@ class Dispatcher:
             return  # finished before (a resend), or its job is gone
         if msg.status == "skipped" and msg.job_name not in self._deleted:  # cancelled before its slot (cancel_ahead)
             self.metrics.skipped.inc()
+        if active.record.status == "pending" and msg.started_at != ZERO_TIME:  # ended before it was reported started
+            self._observe_lag(active.record, msg.started_at)
+            if msg.job_name not in self._deleted:
+                running = msgspec.structs.replace(
+                    active.record, status="running", started_at=msg.started_at, node_name=msg.node
+                )
+                self.notifier.starting(active.job, running)  # its pre-run webhook, late but before the other
         output, cut = fit_output(msg.output)
         record = msgspec.structs.replace(
             active.record,

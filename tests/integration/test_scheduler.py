@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from cronbus.common import messages as m
 from cronbus.common.bus import Bus, node_topic
 from cronbus.common.consul import keys
-from cronbus.common.consul.agent import DevAgent
+from cronbus.common.consul.agent import DevAgent, free_port
 from cronbus.common.consul.store import Store
 from cronbus.common.models import Execution, now_utc
 from tests.helpers import Cluster, async_wait_until
@@ -50,6 +51,32 @@ async def test_a_scheduled_shell_job_runs_and_records_output(cluster: Cluster, f
     status, _ = await store.get_status("hello")
     assert status.success_count >= 2 and status.status == "success"
     await store.consul.close()
+
+
+async def test_runs_too_short_to_be_reported_started_still_count_in_the_lag_histogram(
+    cluster: Cluster, fresh_consul: DevAgent
+) -> None:
+    """An executor reports a run of a few milliseconds by its result alone (it says when the run started): the
+    leader counts its lag then."""
+    store = Store(client(fresh_consul))
+    metrics_port = free_port()
+    cluster.scheduler("--metrics-port", str(metrics_port), name="s1")
+    cluster.executor(name="e1")
+    await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
+    await put_job(store, name="instant", schedule="@every 1s", executor="noop")
+
+    async def lag_counted() -> bool:
+        return len(finished(await executions(store, "instant"))) >= 2 and _lag_count(metrics_port) >= 2
+
+    await async_wait_until(lag_counted, timeout_s=20, what="two runs and their lag counted")
+    assert all(r.started_at >= r.scheduled_at for r in finished(await executions(store, "instant")))
+    await store.consul.close()
+
+
+def _lag_count(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.split()[-1]) for line in lines if line.startswith("cronbus_dispatch_lag_seconds_count"))
 
 
 async def test_targeting_is_exact_and_untagged_jobs_run_once(cluster: Cluster, fresh_consul: DevAgent) -> None:

@@ -86,6 +86,25 @@ async def test_chunks_are_coalesced_and_the_first_goes_out_at_once() -> None:
     assert len(chunks) == 2  # nothing pending: no empty chunk
 
 
+async def test_the_first_chunk_can_wait_for_first_flush_s() -> None:
+    """The executor holds a run's first output until it reports the run started (a run that ends sooner sends its
+    output with its result only)."""
+    chunks: list[tuple[float, bytes]] = []
+    loop = asyncio.get_running_loop()
+    made = loop.time()
+    output = OutputBuffer(on_chunk=lambda c: chunks.append((loop.time(), c)), flush_interval_s=0.05, first_flush_s=0.3)
+    output.write(b"early\n")
+    output.write(b"more\n")
+
+    async def handed_over() -> bool:
+        return bool(chunks)
+
+    await async_wait_until(handed_over, timeout_s=5)
+    [(at, chunk)] = chunks
+    assert chunk == b"early\nmore\n"
+    assert at - made >= 0.3
+
+
 async def test_close_flushes_at_once_and_ends_streaming() -> None:
     chunks: list[bytes] = []
     output = OutputBuffer(on_chunk=chunks.append, flush_interval_s=60)
