@@ -116,13 +116,12 @@ class ExecutorRegistry:
 
     def matching(self, tags: dict[str, str] | None) -> list[ExecutorState]:
         wanted, _ = parse_job_tags(tags)
-        return [s for s in self.live() if all(s.tags.get(k) == v for k, v in wanted.items())]
+        return [s for s in self.live() if _has(s, wanted)]
 
     def matches(self, node: str, tags: dict[str, str] | None) -> bool:
         """Whether `node` is live and has every tag a job with `tags` asks for."""
-        wanted, _ = parse_job_tags(tags)
         state = self.executors.get(node)
-        return state is not None and state.subscribed and all(state.tags.get(k) == v for k, v in wanted.items())
+        return state is not None and state.subscribed and _has(state, parse_job_tags(tags)[0])
 
     def select(self, tags: dict[str, str] | None, exclude: frozenset[str] = frozenset()) -> list[str]:
         """Target nodes for one run (semantics §5): every tag must match; `value:count` caps the number of
@@ -139,3 +138,7 @@ class ExecutorRegistry:
         for state in chosen:
             state.running += 1  # counted now, so a burst of launches spreads before heartbeats catch up
         return [s.node for s in chosen]
+
+
+def _has(state: ExecutorState, wanted: dict[str, str]) -> bool:
+    return all(state.tags.get(k) == v for k, v in wanted.items())
