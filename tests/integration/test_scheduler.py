@@ -223,7 +223,7 @@ async def test_a_launch_recorded_ahead_is_skipped_if_the_job_is_disabled_before_
 ) -> None:
     store = Store(client(fresh_consul))
     cluster.scheduler(name="s1")
-    executor = cluster.executor("--log-level", "info", name="e1")
+    executor = cluster.executor("--log-level", "debug", name="e1")  # it logs each start at debug
     await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
     instant = (now_utc() + timedelta(seconds=5)).replace(microsecond=0)
     fields = {"name": "late-off", "schedule": f"@at {instant.isoformat().replace('+00:00', 'Z')}", "executor": "noop"}
@@ -237,6 +237,7 @@ async def test_a_launch_recorded_ahead_is_skipped_if_the_job_is_disabled_before_
     await put_job(store, **fields, disabled=True)
     record = (await async_wait_until(lambda: _finished_of(store, "late-off"), timeout_s=15, what="the record ended"))[0]
     assert (record.status, record.reason) == ("skipped", "job disabled before its slot")
+    assert "started job=probe" in executor.log()  # the line looked for below
     assert "started job=late-off" not in executor.log()
     await store.consul.close()
 
@@ -265,7 +266,7 @@ async def test_a_job_deleted_before_its_slot_does_not_run_and_leaves_nothing_beh
 ) -> None:
     store = Store(client(fresh_consul))
     scheduler = cluster.scheduler(name="s1")
-    executor = cluster.executor("--log-level", "info", name="e1")
+    executor = cluster.executor("--log-level", "debug", name="e1")  # it logs each start at debug
     await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
     instant = (now_utc() + timedelta(seconds=5)).replace(microsecond=0)
     at = f"@at {instant.isoformat().replace('+00:00', 'Z')}"
@@ -280,6 +281,7 @@ async def test_a_job_deleted_before_its_slot_does_not_run_and_leaves_nothing_beh
 
     await async_wait_until(settled, timeout_s=15, what="the cancelled run's result dropped, the job cleaned up")
     assert "status=skipped" in _line(scheduler.log(), "not kept job=late-gone")
+    assert "started job=probe" in executor.log()  # the line looked for below
     assert "started job=late-gone" not in executor.log()
     assert await _left_of(store, "late-gone") == []
     await store.consul.close()
