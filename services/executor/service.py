@@ -7,7 +7,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -103,8 +103,9 @@ class _Run:
     # Resolved when a run sent ahead of its slot may start (None), or ends before it started (Stop).
     release: asyncio.Future[Stop | None] | None = None
     started_at: datetime | None = None
-    report: asyncio.TimerHandle | None = None  # reports the run started (after STARTED_AFTER_S), unless it ended
+    report_at: float = 0.0  # monotonic time to report it started, if it is still going (STARTED_AFTER_S)
     reported: bool = False
+    ended: bool = False
 
 
 class ExecutorService:
@@ -142,6 +143,8 @@ class ExecutorService:
         )
         self.runs: dict[str, _Run] = {}
         self._held: dict[datetime, list[_Run]] = {}  # runs waiting for their slot, by slot (one timer per slot)
+        self._unreported: deque[_Run] = deque()  # started runs, oldest first, until reported or STARTED_AFTER_S
+        self._report_timer: asyncio.TimerHandle | None = None  # for the oldest of them
         self._accepted: list[str] = []  # ids accepted in this turn of the loop, not acknowledged yet
         self._executors: dict[str, Executor] = {}  # by name: they keep nothing between runs, so one serves all
         self.results: OrderedDict[str, ExecutionFinished] = OrderedDict()
@@ -368,12 +371,12 @@ class ExecutorService:
             stream = forwards_output(run.processors)
             on_chunk = (lambda chunk: self._stream(run, chunk)) if stream else None
             output = OutputBuffer(on_chunk=on_chunk, first_flush_s=STARTED_AFTER_S)
-            run.report = asyncio.get_running_loop().call_later(STARTED_AFTER_S, self._report_started, run)
+            self._report_later(run)
             try:
                 result = await self._run(request, output, run.kill)
                 await asyncio.sleep(0)  # a run that ended at once (noop) lets the others of its slot start first
             finally:
-                run.report.cancel()
+                run.ended = True
                 output.close()
             self.metrics.finished.inc(status=result.status)
             self.metrics.duration.observe(time.monotonic() - began, status=result.status)
@@ -462,9 +465,27 @@ class ExecutorService:
             )
         )
 
+    def _report_later(self, run: _Run) -> None:
+        """Reports the run started STARTED_AFTER_S from now if it is still going (one timer for all such runs: a
+        thousand start at one slot)."""
+        run.report_at = time.monotonic() + STARTED_AFTER_S
+        self._unreported.append(run)
+        if self._report_timer is None:
+            self._report_timer = asyncio.get_running_loop().call_later(STARTED_AFTER_S, self._report_due)
+
+    def _report_due(self) -> None:
+        self._report_timer = None
+        now = time.monotonic()
+        while self._unreported and self._unreported[0].report_at <= now:
+            run = self._unreported.popleft()
+            if not (run.reported or run.ended):
+                self._report_started(run)
+        if self._unreported:
+            wait_s = self._unreported[0].report_at - now
+            self._report_timer = asyncio.get_running_loop().call_later(wait_s, self._report_due)
+
     def _report_started(self, run: _Run) -> None:
-        assert run.report is not None and run.started_at is not None  # set by _execute before the timer starts
-        run.report.cancel()
+        assert run.started_at is not None  # set by _execute before the run is reported
         run.reported = True
         self.connection.send_reliable(
             ExecutionStarted(
@@ -514,7 +535,7 @@ class ExecutorService:
 
     def _stream(self, run: _Run, chunk: bytes) -> None:
         if not run.reported:
-            if run.report is None or run.report.cancelled():
+            if run.ended:
                 return  # the run ended before it was reported started: its result carries all of its output
             self._report_started(run)  # output comes after the start, never before
         request = run.request
