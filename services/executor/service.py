@@ -102,6 +102,7 @@ class _Run:
     processors: dict[str, dict[str, str]] = field(default_factory=dict)  # the job's output processors
     # Resolved when a run sent ahead of its slot may start (None), or ends before it started (Stop).
     release: asyncio.Future[Stop | None] | None = None
+    stop: Stop | None = None  # a kill or cancel that came before the run began to wait for its slot
     started_at: datetime | None = None
     report_at: float = 0.0  # monotonic time to report it started, if it is still going (STARTED_AFTER_S)
     reported: bool = False
@@ -420,6 +421,8 @@ class ExecutorService:
     async def _hold(self, run: _Run) -> Stop | None:
         """A run sent ahead of its slot waits for the slot (one timer per slot releases all its runs at once).
         Returns None when the run may start, or how it ends when it was killed or cancelled before that."""
+        if run.stop is not None:
+            return run.stop
         slot = run.request.scheduled_at
         wait_s = (slot - now_utc()).total_seconds()
         if wait_s <= 0:
@@ -443,7 +446,11 @@ class ExecutorService:
 
     @staticmethod
     def _stop_held(run: _Run, stop: Stop) -> bool:
-        """Ends a run that waits for its slot without starting it; False if it is not waiting (any more)."""
+        """Ends a run that has not started without starting it: one waiting for its slot, or one still being
+        accepted (its id made durable), which then ends as it reaches its slot. False once it started."""
+        if run.release is None and run.started_at is None:
+            run.stop = run.stop or stop
+            return True
         if run.release is None or run.release.done():
             return False
         run.release.set_result(stop)

@@ -66,8 +66,17 @@ class Gateway:
         return found
 
     def run(self, name: str) -> None:
-        response = self.http.post(f"/v1/jobs/{name}/run")
-        assert response.status_code == 202, response.text
+        """Runs the job now. Right after start-up the leader may know the executor (its hello) before it sees its
+        subscription, and answers 503 (nothing launched): asked again until it takes the run."""
+
+        answers: list[httpx.Response] = []
+
+        def answered() -> bool:
+            answers.append(self.http.post(f"/v1/jobs/{name}/run"))
+            return answers[-1].status_code != 503
+
+        wait_until(answered, 10, 0.2, f"the leader to take a run of {name}")
+        assert answers[-1].status_code == 202, answers[-1].text
 
     def executions(self, name: str) -> list[dict[str, Any]]:
         response = self.http.get(f"/v1/jobs/{name}/executions")
