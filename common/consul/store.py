@@ -84,16 +84,16 @@ class Store:
 
     async def delete_job(self, name: str, *, cas: int) -> None:
         """Deletes the definition (check-and-set), its status and its executions, atomically."""
-        ok, _, errors = await self.consul.txn(
-            [
-                TxnOp("delete-cas", keys.job(name), index=cas),
-                TxnOp("delete", keys.status(name)),
-                TxnOp("delete-tree", keys.executions(name)),
-            ]
-        )
+        ok, _, errors = await self.consul.txn([TxnOp("delete-cas", keys.job(name), index=cas), *_job_data(name)])
         if not ok:
             why = "; ".join(e.what for e in errors)
             raise ConflictError(f"job {name!r} changed while deleting it, try again ({why})")
+
+    async def delete_leftovers(self, name: str) -> bool:
+        """Deletes the status and executions of a job that does not exist (written after it was deleted), atomically;
+        False, deleting nothing, when the job exists."""
+        ok, _, _ = await self.consul.txn([TxnOp("check-not-exists", keys.job(name)), *_job_data(name)])
+        return ok
 
     # ---- status ---------------------------------------------------------------------------------------
 
@@ -185,3 +185,8 @@ def _status_or_empty(entry: KVEntry) -> JobStatus:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         log.warning("unreadable job status key=%s: %s", entry.key, exc)
         return JobStatus()
+
+
+def _job_data(name: str) -> list[TxnOp]:
+    """Deletes what Consul holds of a job besides its definition."""
+    return [TxnOp("delete", keys.status(name)), TxnOp("delete-tree", keys.executions(name))]

@@ -307,20 +307,15 @@ class Dispatcher:
             return  # created again meanwhile: what was written is the new job's
         self.ledger.statuses.pop(name, None)
         self._written.pop(name, None)
-        ops = [
-            TxnOp("check-not-exists", keys.job(name)),
-            TxnOp("delete-tree", keys.executions(name)),
-            TxnOp("delete", keys.status(name)),
-        ]
         try:
-            ok, _, errors = await self.ledger.store.consul.txn(ops)
+            removed = await self.ledger.store.delete_leftovers(name)
         except ConsulError as exc:
             log.warning("could not remove what was written of deleted job=%s: %s", name, exc)
             return
-        if ok:
+        if removed:
             log.info("job deleted: nothing of it left in Consul job=%s", name)
         else:  # created again before this ran
-            log.info("job created again, kept its records job=%s: %s", name, "; ".join(e.what for e in errors))
+            log.info("job created again, kept its records job=%s", name)
 
     async def _submit_launch(
         self, job: Job, slot: datetime, manual: bool
