@@ -8,10 +8,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
+# The lock decides every version (requirements/runtime.txt, hashed: the service and the clients of the nats, rabbitmq
+# and grpc executors, the `executors` extra); the build backend comes from it too.
+COPY requirements/runtime.txt ./requirements/
+RUN pip install --require-hashes --no-deps -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY common ./common
 COPY services ./services
-RUN pip install . && rm -rf /src/*
+RUN pip install --no-deps --no-build-isolation . && pip check && rm -rf /src/*
 
 # A fixed uid, so volumes keep their owner across image rebuilds. The executor's data dir and the files
 # processor's folder exist here, owned by that user, so named volumes mounted on them start writable.

@@ -69,9 +69,9 @@ class Stack:
         data = self.dir / f"{name}-data"
         return self._service("executor", name, "--data-dir", str(data), "--capacity", str(capacity), *args)
 
-    def gateway(self, name: str = "gateway") -> tuple[Proc, str]:
+    def gateway(self, name: str = "gateway", *args: str) -> tuple[Proc, str]:
         port = free_port()
-        return self._service("gateway", name, "--port", str(port)), f"http://127.0.0.1:{port}"
+        return self._service("gateway", name, "--port", str(port), *args), f"http://127.0.0.1:{port}"
 
     async def leader(self) -> tuple[str, int] | None:
         found = await self.store.get_leader()

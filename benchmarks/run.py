@@ -24,7 +24,7 @@ from benchmarks.scenarios import Ctx
 from benchmarks.setup_peers import ensure_peers, versions
 from benchmarks.support import REPO, machine
 
-SCENARIOS = ["schedule", "limits", "lag", "herd", "throughput", "failover", "scale", "fanout"]
+SCENARIOS = ["schedule", "limits", "lag", "herd", "throughput", "failover", "scale", "fanout", "history"]
 
 
 def main() -> int:

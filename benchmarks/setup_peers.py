@@ -1,46 +1,34 @@
-"""Installs what the benchmark compares with and plots with, when missing: Python packages into this interpreter's
-environment (the repo's .venv) with pip, and redis-server with apt-get (run as root; `apt-get update` first)."""
+"""What the benchmark compares with: checks the peers' packages are installed (the lock's, by scripts/setup.sh),
+installs Debian's redis-server when missing, and reports the versions a run used."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
-import sys
 
 import zmq
 
 from benchmarks.support import REPO
 from cronbus.common.consul.agent import find_consul
 
-# import name -> pip requirement (the `bench` optional dependencies)
-PACKAGES = {
-    "apscheduler": "apscheduler>=3.10,<4",
-    "celery": "celery[redis]>=5.3,<6",
-    "redbeat": "celery-redbeat>=2.2",
-    "redis": "redis>=5",
-    "matplotlib": "matplotlib>=3.8",
-}
+# The peers measured beside cronbus, and the plots: the `bench` extra, pinned in requirements/dev.txt, which
+# scripts/setup.sh installs.
+PEERS = ("apscheduler", "celery", "redbeat", "redis", "matplotlib")
 DISTRIBUTIONS = ["apscheduler", "celery", "celery-redbeat", "redis", "matplotlib", "pyzmq", "msgspec", "croniter",
                  "aiohttp", "py-consul"]  # fmt: skip
 
 
 def ensure_peers() -> None:
-    """pip-installs the missing packages; apt-installs redis-server when it is not on PATH."""
-    missing = [req for module, req in PACKAGES.items() if importlib.util.find_spec(module) is None]
+    """Fails with what to run when a peer's package is missing; installs Debian's redis-server when missing."""
+    missing = [module for module in PEERS if importlib.util.find_spec(module) is None]
     if missing:
-        print(f"setup: pip install {' '.join(missing)}", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
-        importlib.invalidate_caches()
+        raise SystemExit(f"the benchmark's peers are not installed ({', '.join(missing)}): run scripts/setup.sh")
     if shutil.which("redis-server") is None:
-        print("setup: apt-get install redis-server", flush=True)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env)
+        subprocess.run([str(REPO / "scripts" / "apt-install.sh"), "redis-server"], check=True)
 
 
 def _run(args: list[str]) -> str:

@@ -62,6 +62,78 @@ class Sim:
         self.sub.close()
 
 
+async def _register(consul: ConsulClient, count: int) -> None:
+    """Registers `count` simulated executors in the catalog, passing their checks."""
+    gate = asyncio.Semaphore(64)
+
+    async def register(i: int) -> None:
+        node = f"sim-{i:04d}"
+        async with gate:
+            await consul.register_service(
+                keys.EXECUTOR_SERVICE, f"executor-{node}", address="127.0.0.1", port=0,
+                tags=[f"node={node}", "hostname=sim-host", "dc=dc1"],
+                meta={"node": node, "hostname": "sim-host", "dc": "dc1"}, ttl_s=600,
+            )  # fmt: skip
+            await consul.check_pass(f"service:executor-{node}")
+
+    await asyncio.gather(*(register(i) for i in range(count)))
+
+
+def _runs_of(message: m.Published | None) -> list[m.Dispatch]:
+    if isinstance(message, m.Dispatch):
+        return [message]
+    return message.runs if isinstance(message, m.Dispatches) else []
+
+
+class Fleet:
+    """The simulated executors' readers and answers: when each first got a run of `job`."""
+
+    def __init__(self, sims: list[Sim], job: str) -> None:
+        self.sims = sims
+        self.job = job
+        self.received: dict[str, float] = {}
+        self.answering: set[asyncio.Task[None]] = set()
+        self.all_received = asyncio.Event()
+
+    async def read_dealer(self, sim: Sim) -> None:
+        while True:
+            message = m.decode(m.to_peer_decoder, await sim.dealer.recv(), source="router")
+            if isinstance(message, m.Welcome):
+                sim.welcomed.set()
+            elif isinstance(message, m.NotLeader):
+                sim.hello()
+
+    async def read_sub(self, sim: Sim) -> None:
+        while True:
+            frames = await sim.sub.recv_multipart()
+            for run in _runs_of(m.decode(m.published_decoder, frames[-1], source="pub")):
+                if sim.node in run.targets:
+                    self.answering.add(task := asyncio.create_task(self.answer(sim, run)))
+                    task.add_done_callback(self.answering.discard)
+
+    async def answer(self, sim: Sim, run: m.Dispatch) -> None:
+        if run.job_name == self.job and sim.node not in self.received:
+            self.received[sim.node] = time.time()
+            if len(self.received) >= len(self.sims):
+                self.all_received.set()
+        sim.send(m.DispatchAccepted(execution_ids=[run.execution_id], node=sim.node))
+        await asyncio.sleep((run.scheduled_at - now_utc()).total_seconds())  # like an executor: starts at the slot
+        now = now_utc()
+        sim.seq += 1
+        sim.send(m.ExecutionStarted(seq=sim.seq, execution_id=run.execution_id, job_name=run.job_name,
+                                    node=sim.node, started_at=now))  # fmt: skip
+        sim.seq += 1
+        sim.send(m.ExecutionFinished(seq=sim.seq, execution_id=run.execution_id, job_name=run.job_name,
+                                     node=sim.node, status="success", exit_code=0, started_at=now,
+                                     finished_at=now_utc()))  # fmt: skip
+
+    async def heartbeat(self) -> None:
+        while True:
+            for sim in self.sims:
+                sim.send(m.ExecutorHeartbeat(node=sim.node, running=0))
+            await asyncio.sleep(1.0)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--consul", required=True)
@@ -77,88 +149,30 @@ async def main() -> None:
     if found is None:
         sys.exit("no leader")
     leader = found[0]
-    gate = asyncio.Semaphore(64)
-
-    async def register(i: int) -> None:
-        node = f"sim-{i:04d}"
-        async with gate:
-            await consul.register_service(
-                keys.EXECUTOR_SERVICE, f"executor-{node}", address="127.0.0.1", port=0,
-                tags=[f"node={node}", "hostname=sim-host", "dc=dc1"],
-                meta={"node": node, "hostname": "sim-host", "dc": "dc1"}, ttl_s=600,
-            )  # fmt: skip
-            await consul.check_pass(f"service:executor-{node}")
-
-    await asyncio.gather(*(register(i) for i in range(args.count)))
+    await _register(consul, args.count)
     registered_s = time.monotonic() - started
     ctx = zmq.asyncio.Context()
     ctx.set(zmq.MAX_SOCKETS, 2 * args.count + 64)
     sims = [Sim(i, ctx, leader.router, leader.publisher) for i in range(args.count)]
-    received: dict[str, float] = {}
-    answering: set[asyncio.Task[None]] = set()
-    all_received = asyncio.Event()
-
-    async def read_dealer(sim: Sim) -> None:
-        while True:
-            message = m.decode(m.to_peer_decoder, await sim.dealer.recv(), source="router")
-            if isinstance(message, m.Welcome):
-                sim.welcomed.set()
-            elif isinstance(message, m.NotLeader):
-                sim.hello()
-
-    async def read_sub(sim: Sim) -> None:
-        while True:
-            frames = await sim.sub.recv_multipart()
-            message = m.decode(m.published_decoder, frames[-1], source="pub")
-            runs = (
-                [message]
-                if isinstance(message, m.Dispatch)
-                else message.runs
-                if isinstance(message, m.Dispatches)
-                else []
-            )
-            for run in runs:
-                if sim.node in run.targets:
-                    answering.add(task := asyncio.create_task(answer(sim, run)))
-                    task.add_done_callback(answering.discard)
-
-    async def answer(sim: Sim, run: m.Dispatch) -> None:
-        if run.job_name == args.job and sim.node not in received:
-            received[sim.node] = time.time()
-            if len(received) >= args.count:
-                all_received.set()
-        sim.send(m.DispatchAccepted(execution_ids=[run.execution_id], node=sim.node))
-        await asyncio.sleep((run.scheduled_at - now_utc()).total_seconds())  # like an executor: starts at the slot
-        now = now_utc()
-        sim.seq += 1
-        sim.send(m.ExecutionStarted(seq=sim.seq, execution_id=run.execution_id, job_name=run.job_name,
-                                    node=sim.node, started_at=now))  # fmt: skip
-        sim.seq += 1
-        sim.send(m.ExecutionFinished(seq=sim.seq, execution_id=run.execution_id, job_name=run.job_name,
-                                     node=sim.node, status="success", exit_code=0, started_at=now,
-                                     finished_at=now_utc()))  # fmt: skip
-
-    async def heartbeat() -> None:
-        while True:
-            for sim in sims:
-                sim.send(m.ExecutorHeartbeat(node=sim.node, running=0))
-            await asyncio.sleep(1.0)
-
+    fleet = Fleet(sims, args.job)
     try:
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(read_dealer(s)) for s in sims] + [tg.create_task(read_sub(s)) for s in sims]
+            tasks = [tg.create_task(fleet.read_dealer(s)) for s in sims] + [
+                tg.create_task(fleet.read_sub(s)) for s in sims
+            ]
             for sim in sims:
                 sim.hello()
-            tasks.append(tg.create_task(heartbeat()))
+            tasks.append(tg.create_task(fleet.heartbeat()))
             await asyncio.wait_for(asyncio.gather(*(s.welcomed.wait() for s in sims)), args.timeout)
             print(f"ready {args.count} registered_s={registered_s:.2f} connected_s={time.monotonic() - started:.2f}",
                   flush=True)  # fmt: skip
             try:
-                await asyncio.wait_for(all_received.wait(), args.timeout)
+                await asyncio.wait_for(fleet.all_received.wait(), args.timeout)
                 await asyncio.sleep(2.0)  # the results go out to the leader
             except TimeoutError:
                 pass
-            result = {"received": received, "registered_s": registered_s, "dropped": sum(s.dropped for s in sims)}
+            result = {"received": fleet.received, "registered_s": registered_s,
+                      "dropped": sum(s.dropped for s in sims)}  # fmt: skip
             await asyncio.to_thread(Path(args.out).write_text, json.dumps(result))
             for task in tasks:
                 task.cancel()

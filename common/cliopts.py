@@ -7,10 +7,13 @@ from typing import Any, TypeVar
 
 import click
 
-from cronbus.common.bus import CurveKeys
+from cronbus.common.bus import KeyRing
 from cronbus.common.errors import SettingsError
+from cronbus.common.history import check_history_store
 from cronbus.common.logging import setup_logging
-from cronbus.common.settings import BusSettings, ConsulSettings, default_node_name
+from cronbus.common.messages import BusRole
+from cronbus.common.settings import BusSettings, ConsulSettings, StatsdSettings, default_node_name, split_host_port
+from cronbus.common.statsd import parse_dog_tags
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,8 +31,11 @@ def service_options(func: F) -> F:
                          type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)),
             click.option("--log-format", default="text", show_default=True, envvar="CRONBUS_LOG_FORMAT",
                          type=click.Choice(["text", "json"])),
-            click.option("--curve-key", default="", envvar="CRONBUS_CURVE_KEY",
-                         help="Cluster CURVE key pair file (`cronbus keygen`): encrypts and authenticates the bus."),
+            click.option("--curve-keys", default="", envvar="CRONBUS_CURVE_KEYS", metavar="DIR",
+                         help="Bus keys per role: the folder `cronbus keygen DIR` wrote. Encrypts the bus and admits "
+                              "each role's keys only where that role may talk; DIR/public/ is re-read on SIGHUP."),
+            click.option("--curve-key", default="", envvar="CRONBUS_CURVE_KEY", metavar="FILE",
+                         help="This process's key pair (default: DIR/<role>.key_secret of --curve-keys)."),
         ]
     ):  # fmt: skip
         func = option(func)
@@ -45,10 +51,68 @@ heartbeat_liveness_option = click.option(
     "--heartbeat-liveness", default=3, type=click.IntRange(1, 100), show_default=True,
     envvar="CRONBUS_HEARTBEAT_LIVENESS", help="Missed heartbeats before a peer is declared dead.",
 )  # fmt: skip
+history_store_option = click.option(
+    "--history-store", default="consul", show_default=True, envvar="CRONBUS_HISTORY_STORE",
+    help="Where execution records are kept: consul, or a PostgreSQL DSN (postgresql://user:password@host/db).",
+)  # fmt: skip
 metrics_port_option = click.option(
     "--metrics-port", default=0, type=click.IntRange(0, 65535), envvar="CRONBUS_METRICS_PORT",
     help="Serve Prometheus metrics on this port (0: off).",
 )  # fmt: skip
+
+
+def statsd_options(func: F) -> F:
+    """Dkron's StatsD flags, on every service that has metrics."""
+    for option in reversed(
+        [
+            click.option("--statsd-addr", default="", envvar="CRONBUS_STATSD_ADDR",
+                         help="Send the metrics to this StatsD server (host:port, UDP)."),
+            click.option("--dog-statsd-addr", default="", envvar="CRONBUS_DOG_STATSD_ADDR",
+                         help="Send the metrics, labels as tags, to this DogStatsD agent (host:port, UDP)."),
+            click.option("--dog-statsd-tags", multiple=True, envvar="CRONBUS_DOG_STATSD_TAGS",
+                         help="A key:value tag added to every DogStatsD metric (repeatable; space-separated in "
+                              "the variable)."),
+            click.option("--statsd-interval", default=10.0, type=click.FloatRange(0.05, 3600), show_default=True,
+                         envvar="CRONBUS_STATSD_INTERVAL", help="Seconds between two sends of the metrics."),
+        ]
+    ):  # fmt: skip
+        func = option(func)
+    return func
+
+
+otel_option = click.option(
+    "--otel-endpoint", default="", envvar="CRONBUS_OTEL_ENDPOINT",
+    help="Send traces (one per run, across gateway, leader and executor) to this OTLP/HTTP receiver, e.g. "
+         "http://127.0.0.1:4318 (Dkron's flag; Dkron speaks OTLP/gRPC).",
+)  # fmt: skip
+
+
+def statsd_settings(
+    statsd_addr: str, dog_statsd_addr: str, dog_statsd_tags: tuple[str, ...], statsd_interval: float
+) -> StatsdSettings:
+    """Checks the StatsD flags now, at the edge, naming the flag."""
+    for value, flag in ((statsd_addr, "--statsd-addr"), (dog_statsd_addr, "--dog-statsd-addr")):
+        if not value:
+            continue
+        try:
+            host, port = split_host_port(value, setting=flag, default_port=8125)
+        except SettingsError as exc:
+            raise click.BadParameter(str(exc), param_hint=flag) from exc
+        if not host or not port:
+            raise click.BadParameter(f"{flag} {value!r}: expected host:port", param_hint=flag)
+    try:
+        tags = parse_dog_tags(dog_statsd_tags)
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--dog-statsd-tags") from exc
+    return StatsdSettings(addr=statsd_addr, dog_addr=dog_statsd_addr, dog_tags=tags, interval_s=statsd_interval)
+
+
+def history_store_setting(value: str) -> str:
+    """Checks --history-store now, at the edge (its form only: the server is contacted on first use)."""
+    try:
+        return check_history_store(value)
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--history-store") from exc
 
 
 def consul_settings(consul_addr: str, consul_token: str) -> ConsulSettings:
@@ -60,14 +124,30 @@ def consul_settings(consul_addr: str, consul_token: str) -> ConsulSettings:
     return settings
 
 
-def bus_settings(curve_key: str, heartbeat_interval_s: float = 1.0, heartbeat_liveness: int = 3) -> BusSettings:
-    if curve_key:
+def bus_settings(
+    role: BusRole,
+    curve_keys: str,
+    curve_key: str,
+    heartbeat_interval_s: float = 1.0,
+    heartbeat_liveness: int = 3,
+) -> BusSettings:
+    """The bus settings of a process of `role`; its keys are read now, so a bad one fails at start, named."""
+    if curve_key and not curve_keys:
+        raise click.BadParameter(
+            "--curve-key needs --curve-keys DIR: the bus has keys per role now, and one cluster key held by every "
+            'process is no longer taken (docs/production.md, "Moving from one cluster key")',
+            param_hint="--curve-key",
+        )
+    if curve_keys:
         try:
-            CurveKeys.load(curve_key)  # fails now, at start, naming the setting
+            KeyRing.load(role, curve_keys, curve_key)
         except SettingsError as exc:
-            raise click.BadParameter(str(exc), param_hint="--curve-key") from exc
+            raise click.BadParameter(str(exc), param_hint="--curve-keys/--curve-key") from exc
     return BusSettings(
-        heartbeat_interval_s=heartbeat_interval_s, heartbeat_liveness=heartbeat_liveness, curve_key_file=curve_key
+        heartbeat_interval_s=heartbeat_interval_s,
+        heartbeat_liveness=heartbeat_liveness,
+        curve_keys_dir=curve_keys,
+        curve_key_file=curve_key,
     )
 
 

@@ -16,9 +16,8 @@ def run_service(name: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> 
 
     async def runner() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            on_signal(sig, stop.set)
         await main(stop)
 
     try:
@@ -29,6 +28,45 @@ def run_service(name: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> 
         return 1
     log.info("%s stopped", name)
     return 0
+
+
+def on_signal(sig: signal.Signals, callback: Callable[[], None]) -> Callable[[], object]:
+    """Calls `callback` on the running loop when `sig` comes; returns what undoes it. The loop's own handler where it
+    has one (Unix); elsewhere (Windows' loop has none) a plain signal handler that hands over to the loop
+    (docs/portability.md)."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(sig, callback)
+    except NotImplementedError:
+        previous = signal.signal(sig, lambda _sig, _frame: loop.call_soon_threadsafe(callback))
+        return lambda: signal.signal(sig, previous)
+    return lambda: loop.remove_signal_handler(sig)
+
+
+async def reload_on_sighup(reload: Callable[[], Awaitable[None]], until: asyncio.Event) -> None:
+    """Runs reload() at each SIGHUP until `until` is set, one at a time: SIGHUPs that come during a reload make one
+    more. An error of reload() ends this task, and so the process (rule 4): reload() handles what it can survive.
+    A system without SIGHUP (Windows) reloads by a restart: this then only waits."""
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is None:
+        log.debug("no SIGHUP on this system: what it reloads is read again at a restart")
+        await until.wait()
+        return
+    wanted = asyncio.Event()
+    undo = on_signal(hangup, wanted.set)
+    ended = asyncio.create_task(until.wait())
+    try:
+        while not until.is_set():
+            woken = asyncio.create_task(wanted.wait())
+            await asyncio.wait([woken, ended], return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+            if wanted.is_set() and not until.is_set():
+                wanted.clear()
+                log.info("SIGHUP: reloading")
+                await reload()
+    finally:
+        ended.cancel()
+        undo()
 
 
 def tune_gc() -> None:

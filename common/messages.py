@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Final, TypeVar
+from typing import Final, Literal, TypeVar, assert_never
 
 import msgspec
 
@@ -35,8 +35,7 @@ class Hello(_Msg, tag="hello", kw_only=True, frozen=True):
     tags: dict[str, str]
     capacity: int
     running: list[str] = []  # execution ids running now
-    recent: list[str] = []  # ids finished recently (so a new leader can resolve unconfirmed launches)
-    max_term: int = 0
+    max_term: int = 0  # the highest term this executor has seen: a leader below it steps down (docs/protocol.md)
     revision: int = 0  # see REVISION
 
 
@@ -87,13 +86,6 @@ class ExecutionFinished(_Msg, tag="finished", kw_only=True, frozen=True):
     finished_at: datetime = ZERO_TIME
 
 
-class StatusReport(_Msg, tag="status_report", kw_only=True, frozen=True):
-    """Answer to QueryExecutions: which of the asked ids this executor has (running or finished)."""
-
-    node: str
-    known: list[str]
-
-
 # ---- gateway -> leader control requests (DEALER -> ROUTER), each answered by ControlReply ----------------
 
 
@@ -101,6 +93,7 @@ class RunJob(_Msg, tag="run_job", kw_only=True, frozen=True):
     protocol: int = PROTOCOL_VERSION
     req_id: str
     job_name: str
+    trace: dict[str, str] = {}  # W3C Trace Context of the gateway's span (common/tracing.py), when tracing
 
 
 class KillExecution(_Msg, tag="kill_execution", kw_only=True, frozen=True):
@@ -123,11 +116,35 @@ ToLeader = (
     | ExecutionStarted
     | OutputProduced
     | ExecutionFinished
-    | StatusReport
     | RunJob
     | KillExecution
     | ListBusy
 )
+
+# The roles of bus keys (docs/production.md, "Bus keys per role"): each role's processes hold a key pair of its own.
+BusRole = Literal["scheduler", "executor", "gateway"]
+BUS_ROLES: Final[tuple[BusRole, ...]] = ("scheduler", "executor", "gateway")
+
+
+def sender_role(message: ToLeader) -> BusRole:
+    """The only role whose key may send this message to the leader: executors report, gateways ask. On a bus with
+    keys, the leader refuses a message whose sender's key is of another role."""
+    match message:
+        case (
+            Hello()
+            | ExecutorHeartbeat()
+            | DispatchAccepted()
+            | DispatchRefused()
+            | ExecutionStarted()
+            | OutputProduced()
+            | ExecutionFinished()
+        ):
+            return "executor"
+        case RunJob() | KillExecution() | ListBusy():
+            return "gateway"
+        case _:
+            assert_never(message)
+
 
 # ---- leader -> one peer (ROUTER -> DEALER) ------------------------------------------------------------
 
@@ -163,11 +180,6 @@ class CancelRun(_Msg, tag="cancel", kw_only=True, frozen=True):
     reason: str
 
 
-class QueryExecutions(_Msg, tag="query", kw_only=True, frozen=True):
-    execution_ids: list[str]
-    term: int
-
-
 class NotLeader(_Msg, tag="not_leader", kw_only=True, frozen=True):
     leader: str  # name of the leader, "" when none is known
 
@@ -180,7 +192,7 @@ class ControlReply(_Msg, tag="reply", kw_only=True, frozen=True):
     executions: list[Execution] = []
 
 
-ToPeer = Welcome | LeaderHeartbeat | Ack | KillRequested | CancelRun | QueryExecutions | NotLeader | ControlReply
+ToPeer = Welcome | LeaderHeartbeat | Ack | KillRequested | CancelRun | NotLeader | ControlReply
 
 # ---- leader PUB (to executors' tag topics and to gateways' output topics) -----------------------------
 
@@ -200,6 +212,7 @@ class Dispatch(_Msg, tag="dispatch", kw_only=True, frozen=True):
     config: dict[str, str]
     timeout_s: float | None = None
     processors: dict[str, dict[str, str]] = {}
+    trace: dict[str, str] = {}  # W3C Trace Context of the leader's launch span (common/tracing.py), when tracing
 
 
 class Dispatches(_Msg, tag="dispatches", kw_only=True, frozen=True):

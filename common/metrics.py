@@ -65,6 +65,10 @@ class Counter(_Metric):
         samples = [f"{self.name}{_labels(k)} {_number(v)}" for k, v in sorted(self.values.items())]
         return samples or ([] if self.labels else [f"{self.name} 0"])
 
+    def samples(self) -> list[tuple[LabelKey, float]]:
+        """The total of each series so far (an unlabelled counter has one from the start)."""
+        return sorted(self.values.items()) or ([] if self.labels else [((), 0.0)])
+
 
 class Gauge(_Metric):
     kind = "gauge"
@@ -78,9 +82,13 @@ class Gauge(_Metric):
         self.values[tuple(sorted(labels.items()))] = value
 
     def lines(self) -> list[str]:
+        return [f"{self.name}{_labels(k)} {_number(v)}" for k, v in self.samples()]
+
+    def samples(self) -> list[tuple[LabelKey, float]]:
+        """The value of each series now (read from the callback of a gauge made with one)."""
         if self._read is not None:
-            return [f"{self.name} {_number(self._read())}"]
-        return [f"{self.name}{_labels(k)} {_number(v)}" for k, v in sorted(self.values.items())] or [f"{self.name} 0"]
+            return [((), float(self._read()))]
+        return sorted(self.values.items()) or [((), 0.0)]
 
 
 class Histogram(_Metric):
@@ -107,6 +115,10 @@ class Histogram(_Metric):
         counts, sums = self.series.setdefault(key, ([0] * (len(self.buckets) + 1), [0.0]))
         counts[bisect.bisect_left(self.buckets, value)] += 1
         sums[0] += value
+
+    def totals(self) -> list[tuple[LabelKey, int, float]]:
+        """The count and the sum of the observations of each series so far."""
+        return [(key, sum(counts), sums[0]) for key, (counts, sums) in sorted(self.series.items())]
 
     def lines(self) -> list[str]:
         out: list[str] = []

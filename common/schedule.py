@@ -1,7 +1,7 @@
 """Schedules: parsing cron/descriptor/@every/@at expressions and computing fire times, DST rules included.
 
 Pure logic, no I/O. Every instant returned is a timezone-aware UTC datetime. Cron expressions are matched
-over wall-clock fields in the schedule's zone (semantics §1, §2):
+over wall-clock fields in the schedule's zone (docs/semantics.md §1, §2):
 
 - a wall time that falls in a spring-forward gap fires once, at the first instant after the gap, when the
   hour field is fixed (``0 30 2 * * *``); when the hour field is a wildcard or a step (``*/15 * * * *``,
@@ -28,20 +28,24 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from cronbus.common.errors import ScheduleError, ValidationError
+from cronbus.common.errors import DurationError, ScheduleError, ValidationError
 
 __all__ = [
     "MAX_FIRES",
+    "AfterSchedule",
     "Catchup",
     "CatchupJob",
     "Schedule",
     "Scheduled",
+    "dkron_hash",
     "format_duration",
     "job_fires",
     "next_fires",
     "parse_duration",
+    "parse_iso_duration",
     "parse_schedule",
     "plan_catchup",
+    "plan_late",
     "slots_between",
 ]
 
@@ -64,7 +68,7 @@ _DURATION_PART: Final = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
 def parse_duration(text: str) -> timedelta:
     """Parse a Go duration ("1h30m10s", "90s", "1.5h", "500ms", "-2m"); sub-microsecond parts are dropped.
 
-    Raises ValueError naming the text and the problem.
+    Raises DurationError (a ValidationError) naming the text and the problem.
     """
     s = text.strip()
     sign = 1
@@ -74,7 +78,7 @@ def parse_duration(text: str) -> timedelta:
     if s == "0":
         return timedelta(0)
     if not s:
-        raise ValueError(f"invalid duration {text!r}: empty")
+        raise DurationError(f"invalid duration {text!r}: empty")
     total_ns = 0
     pos = 0
     while pos < len(s):
@@ -82,12 +86,12 @@ def parse_duration(text: str) -> timedelta:
         assert m is not None  # every group is optional, so the pattern always matches
         whole, frac, unit = m.group(1), m.group(2) or "", m.group(3)
         if not whole and not frac:
-            raise ValueError(f"invalid duration {text!r}: expected a number at {s[pos:]!r}")
+            raise DurationError(f"invalid duration {text!r}: expected a number at {s[pos:]!r}")
         if not unit:
-            raise ValueError(f"invalid duration {text!r}: missing unit after {m.group(0)!r}")
+            raise DurationError(f"invalid duration {text!r}: missing unit after {m.group(0)!r}")
         scale = _NS_PER_UNIT.get(unit)
         if scale is None:
-            raise ValueError(f"invalid duration {text!r}: unknown unit {unit!r} (use h, m, s, ms, us, ns)")
+            raise DurationError(f"invalid duration {text!r}: unknown unit {unit!r} (use h, m, s, ms, us, ns)")
         total_ns += int(whole or "0") * scale
         if frac:
             total_ns += int(frac) * scale // 10 ** len(frac)
@@ -95,7 +99,7 @@ def parse_duration(text: str) -> timedelta:
     try:
         return timedelta(microseconds=sign * (total_ns // 1000))
     except OverflowError:
-        raise ValueError(f"invalid duration {text!r}: out of range") from None
+        raise DurationError(f"invalid duration {text!r}: out of range") from None
 
 
 def format_duration(d: timedelta) -> str:
@@ -286,6 +290,26 @@ class AtSchedule(Schedule):
 
 
 @dataclass(frozen=True, slots=True)
+class AfterSchedule(Schedule):
+    """`@after <RFC3339> <ISO 8601 duration>` (Dkron 4.1.1): one fire at `at`; if the job reaches a leader only
+    once `at` has passed (created or edited late, or the leader was down), it runs once as soon as it can, until
+    `at + grace`. next_after() gives the fire on time; late() says whether a late run is still allowed."""
+
+    expr: str
+    timezone: str
+    at: datetime
+    grace: timedelta
+
+    def next_after(self, after: datetime) -> datetime | None:
+        _epoch_s(after)
+        return self.at if self.at > after else None
+
+    def late(self, now: datetime) -> bool:
+        """Whether `now` is past the fire but within the grace period."""
+        return self.at <= now <= self.at + self.grace
+
+
+@dataclass(frozen=True, slots=True)
 class EverySchedule(Schedule):
     """`@every <duration>`: fires at anchor + k * interval (any integer k), in real time, whatever the zone."""
 
@@ -447,7 +471,12 @@ _DESCRIPTORS: Final = {
     "@minutely": "0 * * * * *",
 }
 _TZ_PREFIX: Final = re.compile(r"(?:CRON_)?TZ=(\S*)\s*(.*)", re.DOTALL)
-_HASH: Final = re.compile(r"(?:[H~](?:\(([A-Z0-9]+)-([A-Z0-9]+)\))?|([A-Z0-9]+)~([A-Z0-9]+))(?:/([0-9]+))?", re.I)
+_HASH: Final = re.compile(r"H(?:\(([A-Z0-9]+)-([A-Z0-9]+)\))?(?:/([0-9]+))?", re.I)
+# Dkron's `~`: the value of a field at a position (0 = seconds) from the sum of the job name's code points.
+_DKRON_HASH_MOD: Final = {2: (24, 0), 3: (28, 1), 4: (12, 1), 5: (7, 0)}  # position -> (modulus, offset)
+_ISO_DURATION: Final = re.compile(
+    r"P(?:([0-9]+)Y)?(?:([0-9]+)M)?(?:([0-9]+)D)?(?:T(?:([0-9]+)H)?(?:([0-9]+)M)?(?:([0-9]+(?:\.[0-9]+)?)S)?)?"
+)
 _RANGE: Final = re.compile(r"(\*|\?|[A-Z0-9]+)(?:-([A-Z0-9]+))?(?:/([0-9]+))?", re.I)
 _RFC3339: Final = re.compile(
     r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?([Zz]|[+-][0-9]{2}:[0-9]{2})"
@@ -466,19 +495,46 @@ class _FieldError(Exception):
 def parse_schedule(
     expr: str, timezone: str = "", *, job_name: str = "", anchor: datetime | None = None
 ) -> Schedule | None:
-    """Parse a schedule (semantics §1); "" gives None (allowed only for child jobs, which the caller checks).
+    """Parse a schedule (docs/semantics.md §1); "" gives None (allowed only for child jobs, which the caller checks).
 
     `timezone` is the job's zone ("" = UTC), overridden by a `TZ=`/`CRON_TZ=` prefix. `job_name` seeds the
-    `~`/`H` hash. `anchor` is the phase of `@every` (the job's creation time, truncated to the second;
-    default the epoch). Raises ScheduleError naming the bad part and why, including for a schedule that
-    can never fire. Results are cached: parsing the same arguments again is cheap.
+    hashes: `~` is Dkron's (dkron_hash), `H` cronbus's spread. `anchor` is the phase of `@every` (the job's
+    creation time, truncated to the second; default the epoch). Raises ScheduleError naming the bad part and
+    why, including for a schedule that can never fire. Results are cached: parsing the same arguments again is cheap.
     """
     return _parse(expr, timezone, job_name, anchor)
 
 
+def dkron_hash(spec: str, job_name: str) -> str:
+    """The spec with every `~` replaced as Dkron replaces it, so a migrated job keeps its times (docs/semantics.md,
+    "Hashes"): the value is the sum of the Unicode code points of the job name, taken mod 60 at positions 0 and 1
+    (seconds, minutes), mod 24 at 2 (hour), mod 28 plus 1 at 3 (day of month), mod 12 plus 1 at 4 (month), mod 7
+    at 5 (day of week). Like Dkron: the spec is split on single spaces (an empty part is a position too), a
+    `TZ=`/`CRON_TZ=` part is not a position, a spec with an `@` part is left alone, and the replacement is
+    textual (`~/15` with the value 25 is `25/15`). A 5-field spec (cronbus's, no seconds) is hashed as if the
+    seconds field came first: the minute at position 1, and so on."""
+    if "~" not in spec:
+        return spec
+    parts = spec.split(" ")
+    if any(part.startswith("@") for part in parts):
+        return spec
+    total = sum(ord(c) for c in job_name)
+    fields = [p for p in parts if p and not p.startswith(("TZ=", "CRON_TZ="))]
+    position = 1 if len(fields) == 5 else 0
+    out = []
+    for part in parts:
+        if part.startswith(("TZ=", "CRON_TZ=")):
+            out.append(part)
+            continue
+        modulus, offset = _DKRON_HASH_MOD.get(position, (60, 0))
+        out.append(part.replace("~", str(total % modulus + offset)))
+        position += 1
+    return " ".join(out)
+
+
 @functools.lru_cache(maxsize=16_384)
 def _parse(expr: str, timezone: str, job_name: str, anchor: datetime | None) -> Schedule | None:
-    text = expr.strip()
+    text = dkron_hash(expr, job_name).strip()
     if not text:
         return None
     zone = timezone.strip()
@@ -491,24 +547,33 @@ def _parse(expr: str, timezone: str, job_name: str, anchor: datetime | None) -> 
             raise ScheduleError(f"invalid schedule '{expr}': nothing after the time zone prefix")
     timeline = _timeline(zone)  # validates the zone for every kind of schedule
     if text.startswith("@"):
-        word, _, arg = text.partition(" ")
-        word, arg = word.lower(), arg.strip()
-        if word == "@manually" and not arg:
-            return ManualSchedule(expr, zone)
-        if word == "@every":
-            return _parse_every(expr, zone, arg, anchor)
-        if word == "@at":
-            return AtSchedule(expr, zone, _parse_rfc3339(expr, arg))
-        if word in _DESCRIPTORS and not arg:
-            return _parse_cron(expr, zone, _DESCRIPTORS[word], job_name, timeline)
-        raise ScheduleError(f"invalid schedule '{expr}': unknown descriptor '{text}'")
+        return _parse_descriptor(expr, zone, text, job_name, anchor, timeline)
     return _parse_cron(expr, zone, text, job_name, timeline)
+
+
+def _parse_descriptor(
+    expr: str, zone: str, text: str, job_name: str, anchor: datetime | None, timeline: _Timeline
+) -> Schedule:
+    """A schedule that starts with "@" (`text`, after any time zone prefix)."""
+    word, _, arg = text.partition(" ")
+    word, arg = word.lower(), arg.strip()
+    if word == "@manually" and not arg:
+        return ManualSchedule(expr, zone)
+    if word == "@every":
+        return _parse_every(expr, zone, arg, anchor)
+    if word == "@at":
+        return AtSchedule(expr, zone, _parse_rfc3339(expr, arg))
+    if word == "@after":
+        return _parse_after(expr, zone, arg)
+    if word in _DESCRIPTORS and not arg:
+        return _parse_cron(expr, zone, _DESCRIPTORS[word], job_name, timeline)
+    raise ScheduleError(f"invalid schedule '{expr}': unknown descriptor '{text}'")
 
 
 def _parse_every(expr: str, zone: str, arg: str, anchor: datetime | None) -> EverySchedule:
     try:
         interval = parse_duration(arg)
-    except ValueError as e:
+    except DurationError as e:
         raise ScheduleError(f"invalid schedule '{expr}': {e}") from None
     if interval < timedelta(seconds=1):
         raise ScheduleError(f"@every interval must be at least 1s (got {arg})")
@@ -520,16 +585,43 @@ def _parse_every(expr: str, zone: str, arg: str, anchor: datetime | None) -> Eve
     return EverySchedule(expr, zone, interval, base)
 
 
-def _parse_rfc3339(expr: str, arg: str) -> datetime:
+def _parse_after(expr: str, zone: str, arg: str) -> AfterSchedule:
+    """`@after <RFC 3339 time> <ISO 8601 duration>`; the duration may start with `<`, as Dkron writes it."""
+    parts = arg.split()
+    if len(parts) != 2:
+        raise ScheduleError(
+            f"invalid schedule '{expr}': @after needs a time and a grace period, like"
+            " '@after 2027-01-01T00:00:00Z <PT1H'"
+        )
+    at = _parse_rfc3339(expr, parts[0], "@after")
+    duration = parts[1].removeprefix("<")
+    return AfterSchedule(expr, zone, at, parse_iso_duration(duration, f"invalid schedule '{expr}': @after grace"))
+
+
+def parse_iso_duration(text: str, what: str = "duration") -> timedelta:
+    """An ISO 8601 duration as Dkron reads it: PnYnMnDTnHnMnS, a year 365 days, a month 30, a fraction only on the
+    seconds; it must be more than zero. Raises ScheduleError starting with `what`."""
+    m = _ISO_DURATION.fullmatch(text)
+    if not m or text in ("P", "PT") or text.endswith("T"):
+        raise ScheduleError(f"{what} '{text}' is not an ISO 8601 duration like PT1H, P1DT12H or PT90S")
+    years, months, days, hours, minutes = (int(g or 0) for g in m.groups()[:5])
+    seconds = float(m.group(6) or 0)
+    total = timedelta(days=365 * years + 30 * months + days, hours=hours, minutes=minutes, seconds=seconds)
+    if total <= timedelta(0):
+        raise ScheduleError(f"{what} '{text}' must be more than zero")
+    return total
+
+
+def _parse_rfc3339(expr: str, arg: str, word: str = "@at") -> datetime:
     m = _RFC3339.fullmatch(arg)
     if not m:
-        raise ScheduleError(f"invalid schedule '{expr}': @at needs an RFC 3339 time like 2027-01-01T00:00:00Z")
+        raise ScheduleError(f"invalid schedule '{expr}': {word} needs an RFC 3339 time like 2027-01-01T00:00:00Z")
     day, clock, frac, off = m.groups()
     iso = f"{day}T{clock}.{(frac or '')[:6].ljust(6, '0')}{'+00:00' if off in 'Zz' else off}"
     try:
         return datetime.fromisoformat(iso).astimezone(UTC)
     except ValueError as e:
-        raise ScheduleError(f"invalid schedule '{expr}': @at time {arg!r}: {e}") from None
+        raise ScheduleError(f"invalid schedule '{expr}': {word} time {arg!r}: {e}") from None
 
 
 def _parse_cron(expr: str, zone: str, text: str, job_name: str, timeline: _Timeline) -> CronSchedule:
@@ -544,7 +636,7 @@ def _parse_cron(expr: str, zone: str, text: str, job_name: str, timeline: _Timel
     masks = []
     for index, (spec, part) in enumerate(zip(_FIELDS, parts, strict=True)):
         try:
-            if "~" in part or "H" in part.upper():  # may be hashed, so it depends on the job name
+            if "H" in part.upper():  # may be hashed, so it depends on the job name
                 masks.append(_parse_field(spec, part, _hash(job_name, index)))
             else:
                 masks.append(_plain_field(index, part))
@@ -599,41 +691,51 @@ def _parse_field(spec: _Field, text: str, seed: int) -> int:
         if not item:
             raise _FieldError("has an empty list item")
         m = _HASH.fullmatch(item)
-        if m:
-            a, b, a2, b2, step_text = m.groups()
-            if a2 is not None:
-                a, b = a2, b2
-            if a is None:
-                lo, hi = spec.lo, spec.hash_hi if spec.hash_hi >= 0 else spec.hi
-            else:
-                lo, hi = _value(spec, a), _value(spec, b)
-                if lo > hi:
-                    raise _FieldError(f"has a reversed hash range {lo}-{hi}")
-            if step_text is None:
-                mask |= 1 << (lo + seed % (hi - lo + 1))
-                continue
-            step = _step(step_text)
-            lo += seed % min(step, hi - lo + 1)  # the hashed offset, kept inside the range
-        else:
-            m = _RANGE.fullmatch(item)
-            if not m:
-                raise _FieldError(f"has invalid syntax in '{item}'")
-            a, b, step_text = m.groups()
-            top = spec.open_hi if spec.open_hi >= 0 else spec.hi
-            if a in ("*", "?"):
-                if b is not None:
-                    raise _FieldError(f"has invalid syntax in '{item}'")
-                lo, hi = spec.lo, top
-            else:
-                lo = _value(spec, a)
-                # "a/s" means a, a+s, ... up to the field's end; a bare "a" is just a.
-                hi = _value(spec, b) if b is not None else (top if step_text is not None else lo)
-                if lo > hi:
-                    raise _FieldError(f"has a reversed range {lo}-{hi}")
-            step = _step(step_text) if step_text is not None else 1
+        bounds = _hash_item(spec, m, seed) if m else _range_item(spec, item)
+        if isinstance(bounds, int):  # one hashed value
+            mask |= bounds
+            continue
+        lo, hi, step = bounds
         for v in range(lo, hi + 1, step):
             mask |= 1 << v
     return mask
+
+
+def _hash_item(spec: _Field, m: re.Match[str], seed: int) -> int | tuple[int, int, int]:
+    """A hashed item ("H", "H(a-b)", with a step or not): a one-value mask, or (first, last, step)."""
+    a, b, step_text = m.groups()
+    if a is None:
+        lo, hi = spec.lo, spec.hash_hi if spec.hash_hi >= 0 else spec.hi
+    else:
+        lo, hi = _value(spec, a), _value(spec, b)
+        if lo > hi:
+            raise _FieldError(f"has a reversed hash range {lo}-{hi}")
+    if step_text is None:
+        return 1 << (lo + seed % (hi - lo + 1))
+    step = _step(step_text)
+    lo += seed % min(step, hi - lo + 1)  # the hashed offset, kept inside the range
+    return lo, hi, step
+
+
+def _range_item(spec: _Field, item: str) -> tuple[int, int, int]:
+    """A plain item ("*", "a", "a-b", with a step or not): (first, last, step)."""
+    m = _RANGE.fullmatch(item)
+    if not m:
+        raise _FieldError(f"has invalid syntax in '{item}'")
+    a, b, step_text = m.groups()
+    top = spec.open_hi if spec.open_hi >= 0 else spec.hi
+    if a in ("*", "?"):
+        if b is not None:
+            raise _FieldError(f"has invalid syntax in '{item}'")
+        lo, hi = spec.lo, top
+    else:
+        lo = _value(spec, a)
+        # "a/s" means a, a+s, ... up to the field's end; a bare "a" is just a.
+        hi = _value(spec, b) if b is not None else (top if step_text is not None else lo)
+        if lo > hi:
+            raise _FieldError(f"has a reversed range {lo}-{hi}")
+    step = _step(step_text) if step_text is not None else 1
+    return lo, hi, step
 
 
 def _value(spec: _Field, token: str) -> int:
@@ -693,17 +795,28 @@ def job_fires(job: Scheduled) -> Callable[[datetime], datetime | None]:
     The schedule is parsed once, here: raises ScheduleError when it or the zone is invalid.
     """
     sched = parse_schedule(job.schedule, job.timezone, job_name=job.name, anchor=job.created_at)
-    starts, expires = job.starts_at, job.expires_at
+    return _FireAfter(sched, job.starts_at, job.expires_at)
 
-    def fire_after(t: datetime) -> datetime | None:
-        if sched is None:
+
+class _FireAfter:
+    """job_fires' function. An object with slots rather than a closure: the leader's planner holds one per job,
+    and this takes a quarter of the memory of a closure over three cells."""
+
+    __slots__ = ("_expires", "_sched", "_starts")
+
+    def __init__(self, sched: Schedule | None, starts: datetime | None, expires: datetime | None) -> None:
+        self._sched = sched
+        self._starts = starts
+        self._expires = expires
+
+    def __call__(self, t: datetime) -> datetime | None:
+        if self._sched is None:
             return None
+        starts, expires = self._starts, self._expires
         if starts is not None and t < starts:
             t = starts - timedelta(microseconds=1)
-        f = sched.next_after(t)
+        f = self._sched.next_after(t)
         return None if f is None or (expires is not None and f > expires) else f
-
-    return fire_after
 
 
 _job_fires = job_fires  # the planner imported this name before it was public
@@ -758,7 +871,7 @@ _ENUMERATION_BUDGET: Final = 100_000
 
 
 def plan_catchup(job: CatchupJob, last_slot: datetime | None, now: datetime) -> Catchup:
-    """Decide about the slots s with last_slot < s <= now (semantics §4); nothing when last_slot is None.
+    """Decide about the slots s with last_slot < s <= now (docs/semantics.md §4); nothing when last_slot is None.
 
     Slots before now - catchup_window are missed ("older than catchup_window 1h0m0s"). Inside the window,
     `run_once` runs the latest and records the others as coalesced into it, `run_all` runs the newest 1000
@@ -768,14 +881,14 @@ def plan_catchup(job: CatchupJob, last_slot: datetime | None, now: datetime) -> 
     missed slot, whose reason says that older slots are not listed. An empty policy or window means the
     defaults (run_once, 1h). Raises ValidationError for an unknown policy or an invalid window.
     """
-    if last_slot is None or last_slot >= now:
-        return Catchup([], [])
+    if last_slot is None or last_slot >= now or isinstance(_schedule_of(job), AfterSchedule):
+        return Catchup([], [])  # an `@after` fire's lateness is plan_late's business
     policy = job.misfire_policy or "run_once"
     if policy not in _POLICIES:
         raise ValidationError(f"unknown misfire_policy '{policy}' (expected one of {', '.join(_POLICIES)})")
     try:
         window = parse_duration(job.catchup_window or "1h")
-    except ValueError as e:
+    except DurationError as e:
         raise ValidationError(f"invalid catchup_window: {e}") from None
     fire_after = job_fires(job)
     slots, older = _newest_slots(fire_after, last_slot, now, 2 * MAX_FIRES + 1)
@@ -798,6 +911,24 @@ def plan_catchup(job: CatchupJob, last_slot: datetime | None, now: datetime) -> 
         assert first is not None  # there are slots after last_slot, or `older` would be False
         missed.insert(0, (first, f"older missed slots from {first.isoformat()} are not listed"))
     return Catchup(run, missed)
+
+
+def plan_late(job: Scheduled, last_slot: datetime | None, now: datetime) -> Catchup:
+    """An `@after` job whose fire has passed and has neither run nor been recorded (last_slot before it, or
+    None): `run` it when `now` is within its grace period, else record it `missed`. Nothing for any other
+    schedule, or before the fire (the planner fires it on time). Raises ScheduleError for an invalid schedule."""
+    schedule = _schedule_of(job)
+    if not isinstance(schedule, AfterSchedule) or now < schedule.at:
+        return Catchup([], [])
+    if last_slot is not None and last_slot >= schedule.at:
+        return Catchup([], [])
+    if schedule.late(now):
+        return Catchup([schedule.at], [])
+    return Catchup([], [(schedule.at, f"past its @after grace period of {format_duration(schedule.grace)}")])
+
+
+def _schedule_of(job: Scheduled) -> Schedule | None:
+    return parse_schedule(job.schedule, job.timezone, job_name=job.name, anchor=job.created_at)
 
 
 def _newest_slots(

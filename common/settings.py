@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import socket
+import sys
 
 import msgspec
 
 from cronbus.common.errors import SettingsError
+
+
+def default_syslog_address(platform: str = sys.platform) -> str:
+    """Where the system's syslog listens: /dev/log on Linux, /var/run/syslog on macOS, UDP 514 on this host
+    elsewhere (Windows has no local syslog socket; docs/portability.md)."""
+    if platform.startswith("linux"):
+        return "/dev/log"
+    if platform == "darwin":
+        return "/var/run/syslog"
+    return "127.0.0.1:514"
+
+
+DEFAULT_SYSLOG_ADDRESS = default_syslog_address()
 
 
 def default_node_name() -> str:
@@ -50,7 +64,10 @@ class BusSettings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval_s: float = 1.0
     heartbeat_liveness: int = 3  # missed heartbeats before a peer is dead
     ack_timeout_s: float = 1.0  # resend an unacknowledged message after this long
-    curve_key_file: str = ""  # the cluster's CURVE key pair; empty: the bus is not encrypted
+    # Bus keys per role (docs/production.md, "Bus keys per role"): the folder `cronbus keygen` wrote (its public/
+    # allow-lists are read again on SIGHUP); empty: the bus is neither encrypted nor authenticated.
+    curve_keys_dir: str = ""
+    curve_key_file: str = ""  # this process's key pair; empty: <curve_keys_dir>/<role>.key_secret
 
 
 NOTIFY_WHEN = ("success", "failure", "always", "never")
@@ -103,6 +120,26 @@ class NotifySettings(msgspec.Struct, frozen=True, kw_only=True):
     __str__ = __repr__
 
 
+class StatsdSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a service sends its metrics over UDP besides Prometheus (Dkron's --statsd-addr, --dog-statsd-addr and
+    --dog-statsd-tags). Empty addresses send nothing."""
+
+    addr: str = ""  # host:port of a StatsD server
+    dog_addr: str = ""  # host:port of a DogStatsD agent (the Datadog agent)
+    dog_tags: tuple[str, ...] = ()  # key:value tags added to every DogStatsD metric
+    interval_s: float = 10.0
+
+
+def redact_dsn(value: str) -> str:
+    """A DSN (or 'consul') without its password, for logs, errors and a settings repr."""
+    scheme, sep, rest = value.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return value
+    credentials, host = rest.split("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else value
+
+
 class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):
     node_name: str
     consul: ConsulSettings = ConsulSettings()
@@ -113,7 +150,13 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):
     pub_port: int = 0
     lock_ttl_s: float = 2.0  # health-check TTL the leader session hangs on: failover time after SIGKILL
     history_limit: int = 100
+    history_store: str = "consul"  # or a postgresql:// DSN (docs/storage.md, "History store"); may hold a password
+    history_max_age_s: float = 0.0  # finished records older than this are deleted (0: kept until history_limit)
+    history_settle_s: float = 600.0  # with PostgreSQL: how long after its end a record moves there from Consul
     metrics_port: int = 0  # 0: no metrics endpoint
+    job_metrics: int = 0  # per-job counters for at most this many jobs (0: none)
+    statsd: StatsdSettings = StatsdSettings()
+    otel_endpoint: str = ""  # OTLP/HTTP receiver of traces ("" : none)
     notify: NotifySettings = NotifySettings()
 
 
@@ -127,10 +170,16 @@ class ExecutorSettings(msgspec.Struct, frozen=True, kw_only=True):
     drain_timeout_s: float = 30.0
     kill_grace_s: float = 10.0
     datacenter: str = "dc1"
+    region: str = "global"
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    statsd: StatsdSettings = StatsdSettings()
+    otel_endpoint: str = ""
     processor_dir: str = "/var/log/cronbus"  # where the `files` output processor writes
-    syslog_address: str = "/dev/log"  # the `syslog` processor's target: a socket path or host:port (UDP)
+    syslog_address: str = DEFAULT_SYSLOG_ADDRESS  # the `syslog` processor's target: a socket path or host:port (UDP)
+    fluent_host: str = "127.0.0.1"  # the `fluent` processor's forward input, unless a job names its own
+    fluent_port: int = 24224
+    fluent_tag: str = "cronbus"
 
 
 class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -141,4 +190,9 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8080
     tokens: dict[str, str] = {}  # token -> role (read | operator | admin)
     insecure: bool = False
+    tls_cert_file: str = ""  # PEM certificate (chain) the API and UI are served with over HTTPS; empty: plain HTTP
+    tls_key_file: str = ""  # its private key
     request_timeout_s: float = 5.0
+    statsd: StatsdSettings = StatsdSettings()
+    otel_endpoint: str = ""
+    history_store: str = "consul"  # where the executions API reads (docs/storage.md, "History store")

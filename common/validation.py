@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
 from cronbus.common.errors import NotFoundError, ScheduleError, ValidationError
-from cronbus.common.executor_config import EXECUTORS, validate_executor_config
+from cronbus.common.executor_config import EXECUTORS, unknown_executor, validate_executor_config
 from cronbus.common.models import ZERO_TIME, Job, utc
 from cronbus.common.schedule import parse_duration, parse_schedule
 
 MAX_NAME_CHARS: Final = 200
+MAX_FAILURES_IN_A_ROW: Final = 1000
 CONCURRENCY: Final = ("allow", "forbid", "replace")
 MISFIRE_POLICIES: Final = ("run_once", "run_all", "skip")
 TRIGGER_ON: Final = ("success", "failure", "always")
-PROCESSORS: Final = ("files", "log", "syslog")
+PROCESSORS: Final = ("files", "fluent", "log", "syslog")
 PARENT_NOT_FOUND: Final = "specified parent job not found"
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Defaults of the extension fields, applied when a client sends them empty.
 _EXT_DEFAULTS: Final = {
@@ -70,7 +72,7 @@ def _check_timezone(zone: str) -> None:
 def _check_duration(field: str, value: str, *, positive: bool) -> None:
     try:
         duration = parse_duration(value)
-    except ValueError as exc:
+    except ValidationError as exc:
         raise _fail(f"invalid {field} '{value}': {exc}") from None
     if duration < timedelta(0) or (positive and duration == timedelta(0)):
         raise _fail(f"invalid {field} '{value}': must be {'more than' if positive else 'at least'} 0")
@@ -89,46 +91,21 @@ def validate_job(job: Job, *, existing: Job | None, now: datetime) -> Job:
     _check_timezone(job.timezone)
     created_at = existing.created_at if existing is not None and existing.created_at is not None else now
     created_at = utc(created_at)
-    if job.schedule.strip() or not job.parent_job:
-        if not job.schedule.strip():
-            raise _fail("can't parse job schedule: the schedule is empty (only a job with parent_job may have none)")
-        try:
-            parse_schedule(job.schedule, job.timezone, job_name=job.name, anchor=created_at)
-        except ScheduleError as exc:
-            raise _fail(f"can't parse job schedule: {exc}") from None
+    _check_schedule(job, created_at)
     concurrency = job.concurrency or "allow"
     if concurrency not in CONCURRENCY:
         raise _fail(f"invalid concurrency policy value, use {_quoted(CONCURRENCY)}")
-    if not job.executor:
-        raise _fail("executor cannot be empty (use shell, http or noop)")
-    if job.executor not in EXECUTORS:
-        raise _fail(f"unknown executor '{job.executor}' (known: {', '.join(EXECUTORS)})")
-    try:
-        validate_executor_config(job.executor, job.executor_config or {})
-    except ValidationError as exc:
-        raise _fail(f"invalid executor_config for the {job.executor} executor: {exc}") from None
+    _check_executor(job)
     if job.retries < 0:
         raise _fail("retries must be 0 or more")
-    ext = {field: getattr(job, field) or default for field, default in _EXT_DEFAULTS.items()}
-    if ext["misfire_policy"] not in MISFIRE_POLICIES:
-        raise _fail(f"invalid misfire_policy value, use {_quoted(MISFIRE_POLICIES)}")
-    if ext["trigger_on"] not in TRIGGER_ON:
-        raise _fail(f"invalid trigger_on value, use {_quoted(TRIGGER_ON)}")
-    _check_duration("catchup_window", ext["catchup_window"], positive=False)
-    _check_duration("retry_backoff", ext["retry_backoff"], positive=True)
-    if job.timeout:
-        _check_duration("timeout", job.timeout, positive=True)
+    if not 0 <= job.disable_after_failures <= MAX_FAILURES_IN_A_ROW:
+        raise _fail(f"disable_after_failures must be from 0 (never) to {MAX_FAILURES_IN_A_ROW}")
+    ext = _extensions(job)
     starts_at = utc(job.starts_at) if job.starts_at is not None else None
     expires_at = utc(job.expires_at) if job.expires_at is not None else None
     if starts_at is not None and expires_at is not None and starts_at >= expires_at:
         raise _fail("starts_at must be before expires_at")
-    for processor, settings in (job.processors or {}).items():
-        if processor not in PROCESSORS:
-            raise _fail(f"unknown processor '{processor}' (known: {', '.join(PROCESSORS)})")
-        if not isinstance(settings, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in settings.items()
-        ):
-            raise _fail(f"processor '{processor}' settings must map strings to strings")
+    _check_processors(job)
     for key in job.tags or {}:
         if not key.strip():
             raise _fail("tags cannot have an empty key")
@@ -142,6 +119,61 @@ def validate_job(job: Job, *, existing: Job | None, now: datetime) -> Job:
         next=ZERO_TIME,  # read-only: computed from the schedule when the job is shown
         **ext,
     )
+
+
+def _check_schedule(job: Job, created_at: datetime) -> None:
+    if job.schedule.strip() or not job.parent_job:
+        if not job.schedule.strip():
+            raise _fail("can't parse job schedule: the schedule is empty (only a job with parent_job may have none)")
+        try:
+            parse_schedule(job.schedule, job.timezone, job_name=job.name, anchor=created_at)
+        except ScheduleError as exc:
+            raise _fail(f"can't parse job schedule: {exc}") from None
+
+
+def _check_executor(job: Job) -> None:
+    if not job.executor:
+        raise _fail("executor cannot be empty (use shell, http or noop)")
+    if job.executor not in EXECUTORS:
+        raise _fail(unknown_executor(job.executor))
+    try:
+        validate_executor_config(job.executor, job.executor_config or {})
+    except ValidationError as exc:
+        raise _fail(f"invalid executor_config for the {job.executor} executor: {exc}") from None
+
+
+def _extensions(job: Job) -> dict[str, str]:
+    """The cronbus extension fields, checked, empty ones replaced by their defaults; and the timeout checked."""
+    ext = {field: getattr(job, field) or default for field, default in _EXT_DEFAULTS.items()}
+    if ext["misfire_policy"] not in MISFIRE_POLICIES:
+        raise _fail(f"invalid misfire_policy value, use {_quoted(MISFIRE_POLICIES)}")
+    if ext["trigger_on"] not in TRIGGER_ON:
+        raise _fail(f"invalid trigger_on value, use {_quoted(TRIGGER_ON)}")
+    _check_duration("catchup_window", ext["catchup_window"], positive=False)
+    _check_duration("retry_backoff", ext["retry_backoff"], positive=True)
+    if job.timeout:
+        _check_duration("timeout", job.timeout, positive=True)
+    return ext
+
+
+def _check_processors(job: Job) -> None:
+    for processor, settings in (job.processors or {}).items():
+        if processor not in PROCESSORS:
+            raise _fail(f"unknown processor '{processor}' (known: {', '.join(PROCESSORS)})")
+        if not isinstance(settings, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in settings.items()
+        ):
+            raise _fail(f"processor '{processor}' settings must map strings to strings")
+
+
+def definition_problem(job: Job) -> str:
+    """Why a stored definition (read from Consul, perhaps edited there by hand) cannot be scheduled as it is,
+    or "" when it can: the same checks as a write through the API, so nothing runs on guessed values."""
+    try:
+        validate_job(job, existing=job, now=job.created_at or _EPOCH)
+    except ValidationError as exc:
+        return str(exc)
+    return ""
 
 
 def check_parent(name: str, parent: str, lookup: Callable[[str], Job | None]) -> None:

@@ -25,15 +25,19 @@ if [ -n "${CONSUL_BIN:-}" ]; then
 fi
 
 howto="Install Consul >= 1.8 (https://developer.hashicorp.com/consul/install) and put it on PATH, or set CONSUL_BIN."
-if ! command -v apt-get >/dev/null || ! command -v dpkg >/dev/null || [ ! -f /usr/share/keyrings/debian-archive-keyring.gpg ]; then
+if ! command -v apt-get >/dev/null || ! command -v dpkg >/dev/null; then
   echo "No consul found and this is not a Debian system to fetch it from. $howto" >&2
+  exit 1
+fi
+# The machine's own Debian archive (its mirror or proxy, its keyring), with the suite changed to bullseye.
+if ! source_line=$(python3 "$root/scripts/debian_source.py" bullseye); then
+  echo "No consul found, and no Debian archive to fetch it from. $howto" >&2
   exit 1
 fi
 echo "fetching consul 1.8.7 from Debian bullseye into $cache ..." >&2
 apt_dir="$cache/apt"
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$cache/deb"
-echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main" \
-  > "$apt_dir/sources.list"
+echo "$source_line" > "$apt_dir/sources.list"
 apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
   -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o "Debug::NoLocking=1")
 if ! apt-get "${apt_opts[@]}" -qq update >&2 \

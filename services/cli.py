@@ -11,7 +11,7 @@ import yaml
 from cronbus.services.dev import dev_command
 from cronbus.services.executor.cli import executor_command
 from cronbus.services.gateway.cli import gateway_command
-from cronbus.services.gateway.commands import CLIENT_COMMANDS
+from cronbus.services.gateway.client.commands import CLIENT_COMMANDS
 from cronbus.services.keygen import keygen_command
 from cronbus.services.scheduler.cli import scheduler_command
 

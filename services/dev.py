@@ -18,7 +18,38 @@ import click
 
 from cronbus.common.consul.agent import DevAgent
 from cronbus.common.errors import CronbusError
+from cronbus.common.local_postgres import LocalPostgres
 from cronbus.common.procs import stop_process
+
+
+def _start_services(
+    children: list[subprocess.Popen[bytes]], consul: str, log_level: str, history: str, schedulers: int,
+    executors: int, tags: tuple[str, ...], state_dir: Path,
+) -> None:  # fmt: skip
+    """Starts the schedulers and executors, each added to `children` as soon as it is started."""
+    common = ["--consul", consul, "--log-level", log_level]
+    for i in range(schedulers):
+        name = f"scheduler-{i + 1}"
+        children.append(
+            subprocess.Popen(_cronbus("scheduler", *common, "--history-store", history, "--node-name", name))
+        )
+    # Dkron's getting-started job targets {"server": "true:1"}: here every executor stands in for a server.
+    given = {tag.partition("=")[0] for tag in tags}
+    tag_args = [arg for tag in (*tags, *([] if "server" in given else ["server=true"])) for arg in ("--tag", tag)]
+    for i in range(executors):
+        children.append(
+            subprocess.Popen(
+                _cronbus("executor", *common, "--node-name", f"executor-{i + 1}",
+                         "--data-dir", str(state_dir / f"executor-{i + 1}"), *tag_args)
+            )
+        )  # fmt: skip
+
+
+def _check_alive(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is not None:
+            command = " ".join(map(str, child.args))  # type: ignore[arg-type]
+            raise click.ClickException(f"{command} exited with code {child.returncode}")
 
 
 def _cronbus(*args: str) -> list[str]:
@@ -39,6 +70,20 @@ def _wait_http(url: str, timeout_s: float, stopping: Callable[[], bool]) -> bool
     return False
 
 
+def _start_postgres() -> LocalPostgres:
+    said = "cannot start PostgreSQL for --history-store postgresql"
+    try:
+        server = LocalPostgres()
+    except CronbusError as exc:
+        raise click.ClickException(f"{said}: {exc}") from exc
+    try:
+        return server.init().start()
+    except CronbusError as exc:
+        with contextlib.suppress(CronbusError):  # the error to report is the one above
+            server.remove()
+        raise click.ClickException(f"{said}: {exc}") from exc
+
+
 @click.command("dev")
 @click.option(
     "--schedulers",
@@ -57,11 +102,21 @@ def _wait_http(url: str, timeout_s: float, stopping: Callable[[], bool]) -> bool
     show_default=True,
     help="Consul dev agent HTTP port.",
 )
+@click.option(
+    "--history-store",
+    "history_kind",
+    default="consul",
+    show_default=True,
+    type=click.Choice(["consul", "postgresql"]),
+    help="Where finished runs are kept: in Consul, or in a throw-away PostgreSQL cluster started here (needs "
+    "Debian's postgresql; removed with the rest at Ctrl-C).",
+)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))  # fmt: skip
 def dev_command(
-    schedulers: int, executors: int, tags: tuple[str, ...], port: int, consul_port: int, log_level: str
-) -> None:
+    schedulers: int, executors: int, tags: tuple[str, ...], port: int, consul_port: int, history_kind: str,
+    log_level: str,
+) -> None:  # fmt: skip
     """Run everything on this machine, loopback only. Ctrl-C stops it all."""
     stopping = False
 
@@ -75,6 +130,7 @@ def dev_command(
     state_dir.mkdir(parents=True, exist_ok=True)
     agent = DevAgent(consul_port, ui=True, log_path=state_dir / "consul.log")
     children: list[subprocess.Popen[bytes]] = []
+    postgres: LocalPostgres | None = None
     try:
         try:
             agent.start()
@@ -82,17 +138,12 @@ def dev_command(
             raise click.ClickException(
                 f"{exc} (is something else using port {consul_port}? see {state_dir}/consul.log)"
             ) from exc
-        common = ["--consul", agent.address, "--log-level", log_level]
-        for i in range(schedulers):
-            children.append(subprocess.Popen(_cronbus("scheduler", *common, "--node-name", f"scheduler-{i + 1}")))
-        tag_args = [arg for tag in tags for arg in ("--tag", tag)]
-        for i in range(executors):
-            children.append(
-                subprocess.Popen(
-                    _cronbus("executor", *common, "--node-name", f"executor-{i + 1}",
-                             "--data-dir", str(state_dir / f"executor-{i + 1}"), *tag_args)
-                )
-            )  # fmt: skip
+        history = "consul"
+        if history_kind == "postgresql":
+            postgres = _start_postgres()
+            history = postgres.dsn
+        _start_services(children, agent.address, log_level, history, schedulers, executors, tags, state_dir)
+        common = ["--consul", agent.address, "--log-level", log_level, "--history-store", history]
         children.append(subprocess.Popen(_cronbus("gateway", *common, "--node-name", "gateway", "--port", str(port))))
         if not _wait_http(f"http://127.0.0.1:{port}/health", 60, lambda: stopping):
             if stopping:
@@ -100,13 +151,12 @@ def dev_command(
             raise click.ClickException("the gateway did not become healthy within 60s; see the log above")
         click.echo(
             f"\ncronbus is up.\n  cronbus UI:  http://127.0.0.1:{port}/ui/\n  API:         http://127.0.0.1:{port}/v1/jobs"
-            f"\n  Consul UI:   http://{agent.address}/ui/\nCtrl-C stops everything.\n"
+            f"\n  Consul UI:   http://{agent.address}/ui/"
+            + (f"\n  History:     {postgres.dsn} (PostgreSQL, removed at Ctrl-C)" if postgres else "")
+            + "\nCtrl-C stops everything.\n"
         )
         while not stopping:
-            for child in children:
-                if child.poll() is not None:
-                    command = " ".join(map(str, child.args))  # type: ignore[arg-type]
-                    raise click.ClickException(f"{command} exited with code {child.returncode}")
+            _check_alive(children)
             time.sleep(0.5)
     finally:
         for child in children:
@@ -115,4 +165,6 @@ def dev_command(
         for child in children:
             stop_process(child, timeout_s=15)
         agent.stop()
+        if postgres is not None:
+            postgres.remove()
         click.echo("cronbus dev stopped")

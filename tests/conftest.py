@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from cronbus.common.consul.agent import DevAgent, find_consul
 from cronbus.common.consul.client import ConsulClient
 from cronbus.common.errors import CronbusError
+from cronbus.common.local_postgres import LocalPostgres
+from cronbus.services.executor.executors.shell import GUARDIAN
 from tests.helpers import Cluster
+from tests.integration.scheduling import OPEN_CLIENTS
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
+_databases = itertools.count()
 
 
 def _agent(tmp: Path) -> DevAgent:
@@ -25,6 +33,14 @@ def _agent(tmp: Path) -> DevAgent:
     return DevAgent(log_path=tmp / "consul.log").start()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_run_guardian() -> Iterator[None]:
+    """Tests that run the shell executor in this process start its guardian (one per process, as in an executor);
+    the executor service stops it when it ends, and so does the test session."""
+    yield
+    GUARDIAN.close()
+
+
 @pytest.fixture(scope="session")
 def consul_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevAgent]:
     """One Consul dev agent for the whole session (loopback, free ports)."""
@@ -32,6 +48,36 @@ def consul_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevAgent]
     os.environ["CRONBUS_TEST_CONSUL"] = agent.address
     yield agent
     agent.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    """One throw-away PostgreSQL cluster for the whole session (initdb + pg_ctl on a free loopback port)."""
+    server = LocalPostgres().init().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: LocalPostgres) -> str:
+    """A new, empty database on the session's PostgreSQL: its DSN. It sorts text by ICU's en-US rules (as most
+    production databases sort by a language's), not by code point, so the stores' orders are tested against it."""
+    name = f"history_{next(_databases)}_{int(time.time() * 1000)}"
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'").format(
+                sql.Identifier(name)
+            )
+        )
+    return postgres_server.dsn.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL cluster of this test's own, for tests that stop it."""
+    server = LocalPostgres().init().start()
+    yield server
+    server.remove()
 
 
 @pytest.fixture
@@ -49,6 +95,15 @@ async def consul(consul_agent: DevAgent) -> AsyncIterator[ConsulClient]:
     await client.kv_delete("cronbus/", recurse=True)
     yield client
     await client.close()
+
+
+@pytest.fixture
+async def closed_clients() -> AsyncIterator[None]:
+    """Every Consul client a test made with tests.integration.scheduling.client is closed when it ends, failed or
+    not: an unclosed one is reported, as a warning, in whichever later test the collector happens to run."""
+    yield
+    while OPEN_CLIENTS:
+        await OPEN_CLIENTS.pop().close()
 
 
 @pytest.fixture

@@ -46,15 +46,20 @@ async def async_wait_until(
 class ServiceProcess:
     """One `cronbus <command>` process with its log in a file; stopped by the fixture that made it."""
 
-    def __init__(self, command: str, args: list[str], log_dir: Path, name: str) -> None:
+    def __init__(self, command: str, args: list[str], log_dir: Path, name: str, simulate: str = "") -> None:
+        """`simulate`: "macos" or "windows" runs it on that simulated platform (tests/simulated_platform.py)."""
         self.command = command
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._terminated = False
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        launcher = ["-m", "cronbus.services"]
+        if simulate:
+            launcher = ["-m", "tests.simulated_platform", simulate, *launcher]
+            env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cronbus.services", command, *args],
+            [sys.executable, *launcher, command, *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -99,23 +104,23 @@ class Cluster:
         self.log_dir = log_dir
         self.processes: list[ServiceProcess] = []
 
-    def start(self, command: str, *args: str, name: str = "") -> ServiceProcess:
+    def start(self, command: str, *args: str, name: str = "", simulate: str = "") -> ServiceProcess:
         name = name or f"{command}-{len(self.processes) + 1}"
         base = ["--consul", self.consul_addr, "--node-name", name, "--log-level", "debug"]
-        process = ServiceProcess(command, [*base, *args], self.log_dir, name)
+        process = ServiceProcess(command, [*base, *args], self.log_dir, name, simulate)
         self.processes.append(process)
         return process
 
-    def scheduler(self, *args: str, name: str = "") -> ServiceProcess:
-        return self.start("scheduler", "--lock-ttl", "1.5", *args, name=name)
+    def scheduler(self, *args: str, name: str = "", simulate: str = "") -> ServiceProcess:
+        return self.start("scheduler", "--lock-ttl", "1.5", *args, name=name, simulate=simulate)
 
     def executor(self, *args: str, name: str = "") -> ServiceProcess:
         name = name or f"executor-{len(self.processes) + 1}"
         return self.start("executor", "--data-dir", str(self.log_dir / f"{name}-data"), *args, name=name)
 
-    def gateway(self, *args: str, name: str = "", port: int = 0) -> tuple[ServiceProcess, str]:
+    def gateway(self, *args: str, name: str = "", port: int = 0, simulate: str = "") -> tuple[ServiceProcess, str]:
         port = port or free_port()
-        process = self.start("gateway", "--port", str(port), *args, name=name)
+        process = self.start("gateway", "--port", str(port), *args, name=name, simulate=simulate)
         return process, f"http://127.0.0.1:{port}"
 
     def stop_all(self) -> None:

@@ -34,6 +34,22 @@ lost = {"missed": 0, "max_instances": 0}
 done = threading.Event()
 
 
+def _on_event(event: Any) -> None:
+    if event.code == EVENT_JOB_SUBMITTED:
+        submitted[event.job_id].extend(t.timestamp() for t in event.scheduled_run_times)
+    elif event.code == EVENT_JOB_MISSED:
+        lost["missed"] += 1
+    elif event.code == EVENT_JOB_MAX_INSTANCES:
+        lost["max_instances"] += 1
+
+
+def _trigger(mode: str, start: datetime, duration: float) -> Any:
+    if mode == "lag":
+        end = start + timedelta(seconds=duration - 0.5)
+        return IntervalTrigger(seconds=1, start_date=start, end_date=end, timezone=UTC)
+    return DateTrigger(run_date=start, timezone=UTC)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["lag", "herd"])
@@ -58,26 +74,13 @@ def main() -> None:
             if counter["n"] >= total:
                 done.set()
 
-    def on_event(event: Any) -> None:
-        if event.code == EVENT_JOB_SUBMITTED:
-            submitted[event.job_id].extend(t.timestamp() for t in event.scheduled_run_times)
-        elif event.code == EVENT_JOB_MISSED:
-            lost["missed"] += 1
-        elif event.code == EVENT_JOB_MAX_INSTANCES:
-            lost["max_instances"] += 1
-
     # Defaults (a thread pool of 10), except: late runs still run (so their lateness is measured, not hidden).
     scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"misfire_grace_time": None, "coalesce": False})
-    scheduler.add_listener(on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+    scheduler.add_listener(_on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
     start = datetime.fromtimestamp(args.start, UTC)
     for i in range(args.jobs):
         job_id = f"job-{i}"
-        if args.mode == "lag":
-            end = start + timedelta(seconds=args.duration - 0.5)
-            trigger = IntervalTrigger(seconds=1, start_date=start, end_date=end, timezone=UTC)
-        else:
-            trigger = DateTrigger(run_date=start, timezone=UTC)
-        scheduler.add_job(run, trigger, args=[job_id], id=job_id)
+        scheduler.add_job(run, _trigger(args.mode, start, args.duration), args=[job_id], id=job_id)
     scheduler.start()
     loaded = time.time()
     done.wait(max(0.0, args.start + args.duration - time.time()) + args.bound)

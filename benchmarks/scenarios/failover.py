@@ -1,6 +1,7 @@
 """Failover: two schedulers, SIGKILL the leader again and again; kill -> first run launched by the new leader.
 
-cronbus: 2 schedulers (default lock TTL), 2 executors, jobs every second. For each kill, the failover time is
+cronbus: 2 schedulers (default lock TTL), 2 executors, jobs every second; once with the Consul history store, once
+with a PostgreSQL one (records read back from both). For each kill, the failover time is
 the earliest started_at among the records of the new term that started after the kill. A duplicate is an
 execution id started twice (across both executors' logs) or a slot with more than one attempt-1 run.
 RedBeat: two celery beat processes on one Redis lock (lock timeout set to cronbus's lock TTL, polling every
@@ -23,7 +24,10 @@ from benchmarks.peers.celery_stack import CeleryStack
 from benchmarks.report import at_most
 from benchmarks.scenarios import Ctx
 from benchmarks.support import BenchError, Distribution, Proc, wait_for
+from cronbus.common.history import ExecutionFilter
+from cronbus.common.local_postgres import LocalPostgres
 from cronbus.common.models import Execution
+from cronbus.common.postgresql import PostgresHistoryStore
 
 GOAL_P99_S = 3.0
 JOBS = 20
@@ -47,11 +51,32 @@ class FailoverResult:
         return [(k, k + t) for k, t in zip(self.kills, self.takeovers_s, strict=False)]
 
 
-async def cronbus_failover(ctx: Ctx, kills: int, rng: random.Random) -> FailoverResult:
-    result = FailoverResult("cronbus")
-    ctx.step(f"cronbus, {kills} kills of the leader")
-    async with Stack(ctx.run_dir, "failover-cronbus") as stack:
-        history = ("--history-limit", "100000")  # keep every record, so all runs can be read back
+async def every_record(stack: Stack, dsn: str) -> tuple[list[Execution], int]:
+    """Every record in Consul and, with a PostgreSQL store, in PostgreSQL, each once; and how many of them were in
+    PostgreSQL. Consul is read first, so a record moved (written to PostgreSQL, then deleted from Consul) between
+    the two reads is found in PostgreSQL."""
+    found = {(r.job_name, r.id): r for r in await executions(stack.client)}
+    moved: list[Execution] = []
+    if dsn:
+        store = PostgresHistoryStore(dsn)
+        try:
+            moved = (await store.search(ExecutionFilter())).records
+        finally:
+            await store.close()
+    for record in moved:
+        found.setdefault((record.job_name, record.id), record)
+    return list(found.values()), len(moved)
+
+
+async def cronbus_failover(ctx: Ctx, kills: int, rng: random.Random, dsn: str = "") -> FailoverResult:
+    """With `dsn`, the schedulers keep history in that PostgreSQL database, records moving there 1 s after they
+    end (so runs, moves and kills overlap)."""
+    result = FailoverResult("cronbus (PostgreSQL store)" if dsn else "cronbus")
+    ctx.step(f"{result.name}, {kills} kills of the leader")
+    async with Stack(ctx.run_dir, "failover-cronbus-postgresql" if dsn else "failover-cronbus") as stack:
+        history: tuple[str, ...] = ("--history-limit", "100000")  # keep every record, so all runs can be read back
+        if dsn:
+            history += ("--history-store", dsn, "--history-settle", "1s")
         schedulers = {name: stack.scheduler(name, *history) for name in ("scheduler-1", "scheduler-2")}
         executors = [stack.executor(f"executor-{i + 1}") for i in range(2)]
         leader_name, term = await wait_leader(stack)
@@ -83,7 +108,8 @@ async def cronbus_failover(ctx: Ctx, kills: int, rng: random.Random) -> Failover
             await schedulers[leader_name].wait_log("registered service=", 30)
             await asyncio.sleep(0.5)
         await asyncio.sleep(2.0)
-        records = [r for r in await executions(stack.client) if started(r)]
+        everything, moved = await every_record(stack, dsn)
+        records = [r for r in everything if started(r)]
         for killed_at, new_term in cycles:
             after = [
                 r.started_at.timestamp() for r in records if r.term == new_term and r.started_at.timestamp() > killed_at
@@ -97,20 +123,20 @@ async def cronbus_failover(ctx: Ctx, kills: int, rng: random.Random) -> Failover
         result.duplicates = sum(n - 1 for n in starts_per_id.values() if n > 1) + sum(
             n - 1 for n in per_slot.values() if n > 1
         )
-        everything = await executions(stack.client)
         coalesced = sum(1 for r in everything if r.status == "missed")
         result.unaccounted = unaccounted_slots(everything)
         ctx.report.note(
             "failover",
-            f"cronbus: {JOBS} jobs every second, {len(records):,} runs, {coalesced} slots recorded missed "
-            "(coalesced, misfire_policy run_once) across the kills",
+            f"{result.name}: {JOBS} jobs every second, {len(records):,} runs, {coalesced} slots recorded missed "
+            "(coalesced, misfire_policy run_once) across the kills"
+            + (f"; {moved:,} records read back from PostgreSQL" if dsn else ""),
         )
     return result
 
 
 def unaccounted_slots(records: list[Execution]) -> int:
     """Whole-second slots of each job, from its first recorded slot to 3 s before the newest, with no record
-    at all (neither a run nor a missed/skipped record, semantics §4)."""
+    at all (neither a run nor a missed/skipped record, docs/semantics.md §4)."""
     by_job: dict[str, set[int]] = {}
     for r in records:
         by_job.setdefault(r.job_name, set()).add(int(r.scheduled_at.timestamp()))
@@ -175,17 +201,22 @@ async def run(ctx: Ctx) -> None:
     kills = ctx.size(3, 10)
     rng = random.Random(7)
     ours = await cronbus_failover(ctx, kills, rng)
+    server = LocalPostgres().init().start()
+    try:
+        on_postgresql = await cronbus_failover(ctx, kills, rng, server.dsn)
+    finally:
+        server.remove()
     peer = await redbeat_failover(ctx, ctx.size(2, kills), rng)
-    for r in (ours, peer):
+    for r in (ours, on_postgresql, peer):
         dist = Distribution(r.takeovers_s)
-        is_ours = r is ours
+        is_ours = r is not peer
         ctx.report.add(scenario, f"{r.name} kill -> next dispatch p50", dist.p50, "s")
         ctx.report.add(scenario, f"{r.name} kill -> next dispatch p99", dist.p99, "s",
                        at_most(GOAL_P99_S) if is_ours else None, f"{len(r.takeovers_s)} kills")  # fmt: skip
         ctx.report.add(scenario, f"{r.name} kill -> next dispatch max", dist.max, "s")
         ctx.report.add(scenario, f"{r.name} duplicate runs", r.duplicates, "runs", at_most(0) if is_ours else None)
         if is_ours:
-            ctx.report.add(scenario, "cronbus slots without any record", r.unaccounted, "slots", at_most(0),
+            ctx.report.add(scenario, f"{r.name} slots without any record", r.unaccounted, "slots", at_most(0),
                            "neither run nor recorded missed")  # fmt: skip
         if r.failed_kills:
             ctx.report.add(scenario, f"{r.name} kills without takeover", r.failed_kills, "count", at_most(0))
@@ -195,5 +226,5 @@ async def run(ctx: Ctx) -> None:
         ctx,
         "failover.png",
         "runs started, leader SIGKILLed at the red lines",
-        {r.name: (r.starts, r.kills, r.gaps) for r in (ours, peer)},
+        {r.name: (r.starts, r.kills, r.gaps) for r in (ours, on_postgresql, peer)},
     )

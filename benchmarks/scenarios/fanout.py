@@ -1,26 +1,31 @@
 """Fan-out: one job tagged to every executor ({"dc": "dc1"}) with 1 000 executors connected (simulated by one
 harness process holding 1 000 real DEALER + SUB connections and catalog registrations); time from the scheduled
-instant until the dispatch has reached all of them, and until all their results are recorded.
+instant until the dispatch has reached all of them, and until all their results are recorded; and the leader's CPU
+while they only heartbeat. CRONBUS_BENCH_FANOUT_EXECUTORS sets how many (default 1 000, 200 quick).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 from benchmarks import plots
 from benchmarks.cronbus_stack import LEADING, FinishWatch, Stack, executions, load_jobs, noop_job, rfc3339, whole_second
 from benchmarks.report import at_least, at_most
 from benchmarks.scenarios import Ctx
+from benchmarks.support import cpu_seconds
 
 GOAL_S = 1.0
+GOAL_IDLE_CPU_PERCENT = 10.0
+IDLE_S = 10.0
 JOB = "fanout"
 
 
 async def run(ctx: Ctx) -> None:
     scenario = "fan-out"
-    count = ctx.size(200, 1000)
+    count = int(os.environ.get("CRONBUS_BENCH_FANOUT_EXECUTORS") or ctx.size(200, 1000))
     async with Stack(ctx.run_dir, "fanout") as stack:
         scheduler = stack.scheduler("scheduler-1", "--history-limit", "100000")  # every record stays readable
         await scheduler.wait_log(LEADING, 60)
@@ -34,6 +39,11 @@ async def run(ctx: Ctx) -> None:
         await harness.wait_log("ready", 180)
         setup_s = time.monotonic() - began
         await asyncio.sleep(2.0)  # heartbeats settle; the leader has seen every subscription
+        before = cpu_seconds(scheduler.pid)
+        await asyncio.sleep(IDLE_S)
+        idle = (cpu_seconds(scheduler.pid) - before) / IDLE_S * 100
+        ctx.report.add(scenario, f"leader CPU with {count:,} executors and no run", idle, "%",
+                       at_most(GOAL_IDLE_CPU_PERCENT), f"heartbeats and catalog, over {IDLE_S:.0f} s")  # fmt: skip
         instant = whole_second(2.5)
         watch = FinishWatch(stack.metrics_port["scheduler-1"])
         job = noop_job(JOB, f"@at {rfc3339(instant)}", instant, tags={"dc": "dc1"})

@@ -1,8 +1,9 @@
 """Throughput: runs per second end to end, each result recorded in Consul.
 
 noop: jobs every second spread over two executors, offered above the goal; the rate is the leader's committed
-results per second over the steady part of the run. shell: /bin/true jobs through one executor, against the
-machine's raw spawn rate measured in the same run.
+results per second over the steady part of the run; the same with a PostgreSQL history store (the leader still
+records in Consul first, and its history keeper moves the finished records to PostgreSQL a second after they end).
+shell: /bin/true jobs through one executor, against the machine's raw spawn rate measured in the same run.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import asyncio
 import itertools
 import time
 from datetime import timedelta
+
+import psycopg
 
 from benchmarks import limits, plots
 from benchmarks.cronbus_stack import (
@@ -25,8 +28,11 @@ from benchmarks.cronbus_stack import (
 from benchmarks.report import at_least, at_most
 from benchmarks.scenarios import Ctx
 from benchmarks.support import Procs
+from cronbus.common.local_postgres import LocalPostgres
 
 GOAL_NOOP_PER_S = 2000.0
+GOAL_PG_PER_S = 5000.0
+PG_OFFERED = 6000  # jobs every second with the PostgreSQL store, offered above its goal
 GOAL_SHELL_OF_RAW = 0.5
 WARMUP_S = 2.0
 SUSTAIN_OFFERED = (500,)  # full run only: a load below the goal, to see what is sustained
@@ -52,11 +58,12 @@ class Throughput:
 
 
 async def measure(
-    ctx: Ctx, name: str, jobs: int, duration_s: int, executors: int, shell: bool, capacity: int = 10_000
-) -> Throughput:
+    ctx: Ctx, name: str, jobs: int, duration_s: int, executors: int, shell: bool, capacity: int = 10_000,
+    scheduler_args: tuple[str, ...] = (),
+) -> Throughput:  # fmt: skip
     ctx.step(f"{name}: {jobs:,} jobs every second for {duration_s} s, {executors} executor(s)")
     async with Stack(ctx.run_dir, name) as stack:
-        scheduler = stack.scheduler("scheduler-1")
+        scheduler = stack.scheduler("scheduler-1", *scheduler_args)
         procs = [stack.executor(f"executor-{i + 1}", capacity=capacity) for i in range(executors)]
         await stack.ready(scheduler, procs)
         first = whole_second(3.0)
@@ -84,6 +91,26 @@ async def measure(
         return result
 
 
+async def with_postgresql(ctx: Ctx, duration: int) -> list[tuple[float, float]]:
+    """noop throughput with a PostgreSQL history store (records move there 1 s after they end, during the run);
+    its rate series."""
+    scenario = "throughput"
+    server = LocalPostgres().init().start()
+    try:
+        args = ("--history-store", server.dsn, "--history-settle", "1s")
+        result = await measure(ctx, "throughput-noop-postgresql", PG_OFFERED, duration, 2, False, scheduler_args=args)
+        async with await psycopg.AsyncConnection.connect(server.dsn) as conn:
+            row = await (await conn.execute("SELECT count(*) FROM cronbus_executions")).fetchone()
+        moved = row[0] if row else 0
+    finally:
+        server.remove()
+    ctx.report.add(scenario, f"cronbus noop runs recorded per second, PostgreSQL store ({PG_OFFERED:,}/s offered)",
+                   result.rate, "/s", at_least(GOAL_PG_PER_S),
+                   f"records moved to PostgreSQL by the end: {moved:,} of {result.total:,}")  # fmt: skip
+    ctx.report.add(scenario, "leader step-downs (PostgreSQL store)", result.stepped_down, "count", at_most(0))
+    return result.series
+
+
 async def run(ctx: Ctx) -> None:
     scenario = "throughput"
     duration = ctx.size(5, 30)
@@ -95,6 +122,7 @@ async def run(ctx: Ctx) -> None:
                    at_least(GOAL_NOOP_PER_S))  # fmt: skip
     ctx.report.add(scenario, f"leader step-downs ({noop_jobs:,}/s offered)", noop.stepped_down, "count", at_most(0))
     series = {f"cronbus noop, {noop_jobs:,}/s offered": noop.series}
+    series[f"cronbus noop, PostgreSQL store, {PG_OFFERED:,}/s offered"] = await with_postgresql(ctx, duration)
     if not ctx.quick:  # what it sustains below the goal, to size the gap
         for offered in SUSTAIN_OFFERED:
             low = await measure(ctx, f"throughput-noop-{offered}", offered, 20, 2, shell=False)

@@ -51,6 +51,15 @@ def find_consul() -> str:
 _handed_out: set[int] = set()
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on that loopback port now."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     """A TCP port free on loopback when chosen, never the same one twice in this process: each is released at
     once, so two chosen in a row (an agent's six) could otherwise be the same port."""
@@ -101,8 +110,12 @@ class DevAgent:
             token = self.acl_master_token
             acl = f'enabled = true default_policy = "deny" tokens {{ master = "{token}" agent = "{token}" }}'
             args += ["-hcl", f"acl {{ {acl} }}"]
-        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        if self._log_path:
+            with open(self._log_path, "ab") as out:  # the agent writes to its own copy of the descriptor
+                self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        else:
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                         start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

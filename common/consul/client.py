@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import aiohttp
 import consul
 import consul.aio
+import consul.callback
+import consul.exceptions
 import msgspec
 
 from cronbus.common.errors import ConsulError
@@ -91,9 +94,83 @@ def _code_and_body(response: Any) -> tuple[int, str]:
     return int(response.code), str(response.body)
 
 
+class KVItem(msgspec.Struct, frozen=True, rename="pascal"):
+    """An entry of a KV listing (kv_items) whose value is decoded only when asked for: a reader that keeps what it
+    decoded before (JobView) decodes only the entries whose modify index moved."""
+
+    key: str
+    value: msgspec.Raw = msgspec.Raw(b"null")  # the value's JSON, as Consul answered it: base64, or null
+    modify_index: int = 0
+    lock_index: int = 0
+    session: str | None = None
+
+    def entry(self) -> KVEntry:
+        """The entry with its value; raises ConsulError when the value is not base64."""
+        try:
+            value = _kv_value.decode(self.value) or b""
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ConsulError(f"consul KV value of {self.key} unreadable: {exc}") from exc
+        return KVEntry(self.key, value, self.modify_index, self.lock_index, self.session or "")
+
+
+_kv_value = msgspec.json.Decoder(bytes | None)
+_kv_items = msgspec.json.Decoder(list[KVItem] | None)
+
+
+def _index_and_items(response: Any) -> tuple[str, list[KVItem]]:
+    """A py-consul callback for a recursive KV read: its errors as py-consul raises them (404 is no entry), its
+    entries decoded by msgspec with their values left in the answer. (py-consul's json.loads made a dict and a
+    base64 string of every entry, then its value: the job watch reads every definition at each change, and at
+    each timeout of its blocking query, and that cost the leader more than the definitions' size each time.)"""
+    consul.callback.CB._status(response, allow_404=True)
+    if "X-Consul-Index" not in response.headers:
+        raise consul.ConsulException(f"Missing index header: {response.headers}")
+    items: list[KVItem] | None = None
+    if response.code != 404:
+        try:
+            items = _kv_items.decode(response.body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise consul.ConsulException(f"Failed to decode JSON: {exc}") from exc
+    return response.headers["X-Consul-Index"], items or []
+
+
 def _txn_entry(kv: _TxnKV) -> KVEntry:
     value, session = kv.Value or b"", kv.Session or ""
     return KVEntry(key=kv.Key, value=value, modify_index=kv.ModifyIndex, lock_index=kv.LockIndex, session=session)
+
+
+# py-consul raises these for an answer with a 4xx status; a 5xx is a plain ConsulException whose text starts with
+# the code (py-consul's callback.CB._status), as does its ClientError.
+_STATUS_OF_TYPE: Final = {
+    consul.exceptions.BadRequest: 400,
+    consul.exceptions.ACLDisabled: 401,
+    consul.exceptions.ACLPermissionDenied: 403,
+    consul.exceptions.NotFound: 404,
+}
+_LEADING_CODE: Final = re.compile(r"([1-5][0-9]{2}) ")
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status Consul answered with, from py-consul's exception; None when Consul did not answer."""
+    for kind, code in _STATUS_OF_TYPE.items():
+        if isinstance(exc, kind):
+            return code
+    if isinstance(exc, consul.ConsulException):
+        match = _LEADING_CODE.match(str(exc))
+        return int(match[1]) if match else None
+    return None
+
+
+def _txn_kv(op: TxnOp) -> dict[str, Any]:
+    """One operation of a transaction as Consul's /v1/txn takes it."""
+    kv: dict[str, Any] = {"Verb": op.verb, "Key": op.key}
+    if op.verb in ("set", "cas", "lock", "unlock"):
+        kv["Value"] = op.value  # msgspec encodes bytes as base64, as Consul wants
+    if op.verb in ("cas", "delete-cas", "check-index"):
+        kv["Index"] = op.index
+    if op.session:
+        kv["Session"] = op.session
+    return kv
 
 
 class ConsulClient:
@@ -128,7 +205,7 @@ class ConsulClient:
         try:
             return await coro
         except (consul.ConsulException, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ConsulError(f"consul {what} failed: {exc}") from exc
+            raise ConsulError(f"consul {what} failed: {exc}", status_of(exc)) from exc
 
     # ---- KV -------------------------------------------------------------------------------------------
 
@@ -140,9 +217,28 @@ class ConsulClient:
         self, prefix: str, *, index: int | None = None, wait_s: float | None = None
     ) -> tuple[int, list[KVEntry]]:
         """Every entry under prefix. With index, a blocking query that returns when something changed."""
-        wait = f"{int(wait_s)}s" if wait_s else None
-        idx, raw = await self._call(f"list {prefix}", self._api().kv.get(prefix, recurse=True, index=index, wait=wait))
-        return int(idx), [_entry(r) for r in raw or []]
+        idx, items = await self.kv_items(prefix, index=index, wait_s=wait_s)
+        return idx, [item.entry() for item in items]
+
+    async def kv_items(
+        self, prefix: str, *, index: int | None = None, wait_s: float | None = None
+    ) -> tuple[int, list[KVItem]]:
+        """kv_list with each value decoded only when asked for (KVItem.entry)."""
+        api = self._api()
+        # The query py-consul's kv.get(prefix, recurse=True, index=index, wait=wait) makes, its answer decoded here.
+        params: list[tuple[str, object]] = []
+        if index:
+            params.append(("index", index))
+            if wait_s:
+                params.append(("wait", f"{int(wait_s)}s"))
+        params.append(("recurse", "1"))
+        if api.dc:
+            params.append(("dc", api.dc))
+        if api.consistency in ("consistent", "stale"):
+            params.append((api.consistency, "1"))
+        request = api.http.get(_index_and_items, f"/v1/kv/{prefix}", params=params, headers=api.prepare_headers())
+        idx, items = await self._call(f"list {prefix}", request)
+        return int(idx), cast(list[KVItem], items)
 
     async def kv_keys(self, prefix: str, separator: str | None = None) -> list[str]:
         _, raw = await self._call(f"keys {prefix}", self._api().kv.get(prefix, keys=True, separator=separator))
@@ -170,16 +266,7 @@ class ConsulClient:
         A rolled-back transaction is not an exception: its errors name the failing operations."""
         if len(ops) > MAX_TXN_OPS:
             raise ValueError(f"a Consul transaction holds at most {MAX_TXN_OPS} operations")
-        payload = []
-        for op in ops:
-            kv: dict[str, Any] = {"Verb": op.verb, "Key": op.key}
-            if op.verb in ("set", "cas", "lock", "unlock"):
-                kv["Value"] = op.value  # msgspec encodes bytes as base64, as Consul wants
-            if op.verb in ("cas", "delete-cas", "check-index"):
-                kv["Index"] = op.index
-            if op.session:
-                kv["Session"] = op.session
-            payload.append({"KV": kv})
+        payload = [{"KV": _txn_kv(op)} for op in ops]
         try:
             api = self._api()
             # py-consul's txn.put() sends no ACL token, so the request is made here with it; the answer is decoded
@@ -187,7 +274,7 @@ class ConsulClient:
             code, body = await api.http.put(_code_and_body, "/v1/txn", data=_json.encode(payload),
                                             headers=api.prepare_headers())  # fmt: skip
         except (consul.ConsulException, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ConsulError(f"consul txn failed: {exc}") from exc
+            raise ConsulError(f"consul txn failed: {exc}", status_of(exc)) from exc
         if code == 409:  # a rolled-back transaction: the errors name the failing operations
             try:
                 errors = _txn_errors.decode(body).Errors or []
@@ -195,7 +282,7 @@ class ConsulClient:
                 errors = [_TxnErrorJSON(What=str(body))]
             return False, [], [TxnError(e.OpIndex, e.What) for e in errors]
         if code != 200:
-            raise ConsulError(f"consul txn failed: {code} {body}")
+            raise ConsulError(f"consul txn failed: {code} {body}", code)
         try:
             results = _txn_results.decode(body).Results or []
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:

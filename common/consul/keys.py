@@ -8,7 +8,9 @@ ROOT = "cronbus/"
 JOBS = ROOT + "jobs/"
 STATUS = ROOT + "status/"
 EXECUTIONS = ROOT + "executions/"
+STATS = ROOT + "stats/"
 LEADER = ROOT + "leader"
+TERM = ROOT + "term"  # the last leadership term handed out (see lock.py): terms only grow
 PAUSE = ROOT + "pause"
 
 SCHEDULER_SERVICE = "cronbus-scheduler"
@@ -35,6 +37,11 @@ def executions(job_name: str) -> str:
 
 def execution(job_name: str, execution_id: str) -> str:
     return executions(job_name) + _segment(execution_id)
+
+
+def day_stats(day: str, shard: int) -> str:
+    """Executions finished on `day` (YYYY-MM-DD, UTC) counted by one of the leader's writers (see ledger.py)."""
+    return f"{STATS}{day}/{shard}"
 
 
 def name_from_key(prefix: str, key: str) -> str:

@@ -13,11 +13,18 @@ import consul
 import msgspec
 
 from cronbus.common.consul import keys
-from cronbus.common.consul.client import ConsulClient, KVEntry
-from cronbus.common.errors import ConsulError
-from cronbus.common.models import LeaderInfo, now_utc
+from cronbus.common.consul.client import ConsulClient, KVEntry, TxnOp
+from cronbus.common.errors import ConsulError, CorruptRecordError
+from cronbus.common.models import LeaderInfo, TermRecord, now_utc
 
 log = logging.getLogger(__name__)
+
+
+def decode_term(value: bytes, key: str) -> int:
+    try:
+        return msgspec.json.decode(value, type=TermRecord).term
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CorruptRecordError(key, f"not a valid TermRecord: {exc}") from None
 
 
 class LeaderLock:
@@ -29,7 +36,8 @@ class LeaderLock:
     an event loop busy with thousands of runs due at once is slow, not dead, and must not lose the lock
     for that (a new leader would start by recovering every one of those runs, and fall behind in turn).
 
-    The term is the key's LockIndex, which Consul increments at every acquisition."""
+    The term grows at every acquisition: one more than the last handed out (the term key), never less than the
+    key's LockIndex, and past any term an executor reports having seen (see _next_term)."""
 
     def __init__(
         self,
@@ -48,6 +56,7 @@ class LeaderLock:
         self._session = ""
         self._lease_until = 0.0
         self.term = 0
+        self._floor = 0  # terms known to have been used (step_down_past): the next one is higher
         self.info: LeaderInfo | None = None
         self._blocking: Any = None  # py-consul's blocking client, for renew_blocking (made on first use)
 
@@ -93,8 +102,8 @@ class LeaderLock:
         self._lease_until = started + self.ttl_s * 0.75
         return True
 
-    async def try_acquire(self, router: str, publisher: str) -> bool:
-        """One attempt at the lock. On success sets term and info."""
+    async def try_acquire(self, router: str, publisher: str, *, curve_key: str = "") -> bool:
+        """One attempt at the lock. On success sets term and info (curve_key: the leader's public bus key)."""
         if not self._session:
             # A session this process forgot (its release failed, or an error made us drop it) may still hold the
             # lock, kept alive by the check we keep passing: destroy it, or nobody ever gets the lock again.
@@ -103,11 +112,11 @@ class LeaderLock:
                 f"cronbus-scheduler {self.name}", ["serfHealth", self.check_id]
             )
         started = self._clock()
-        info = LeaderInfo(name=self.name, router=router, publisher=publisher, elected_at=now_utc())
+        info = LeaderInfo(name=self.name, router=router, publisher=publisher, elected_at=now_utc(), curve_key=curve_key)
         try:
             acquired = await self.consul.kv_put(keys.LEADER, msgspec.json.encode(info), acquire=self._session)
         except ConsulError as exc:
-            if "invalid session" in str(exc).lower() or "500" in str(exc):
+            if exc.status == 500:  # Consul's answer to an invalid session (its check critical, or destroyed)
                 self._session = ""  # invalidated (e.g. our check went critical): make a new one next time
             raise
         if not acquired:
@@ -115,13 +124,55 @@ class LeaderLock:
         entry = await self.consul.kv_get(keys.LEADER)
         if entry is None or entry.session != self._session:
             return False
-        self.term = entry.lock_index
+        term = await self._next_term(entry.lock_index)
+        if term is None:
+            return False
+        self.term = term
+        self._floor = max(self._floor, term)
         self.info = msgspec.structs.replace(info, term=self.term)
         # Same session re-acquiring keeps the LockIndex and only updates the value.
         await self.consul.kv_put(keys.LEADER, msgspec.json.encode(self.info), acquire=self._session)
         self._lease_until = started + self.ttl_s * 0.75
         log.info("leadership acquired node=%s term=%d", self.name, self.term)
         return True
+
+    async def step_down_past(self, term: int) -> None:
+        """A term this cluster has used and ours does not exceed (an executor saw it): records it in the term key
+        while the lock is still ours, so that the next term anyone takes is higher, then gives the lock up."""
+        self._floor = max(self._floor, term)
+        if self.term:
+            record = msgspec.json.encode(TermRecord(term))
+            try:
+                await self.consul.txn([TxnOp("check-session", keys.LEADER, session=self._session),
+                                       TxnOp("set", keys.TERM, record)])  # fmt: skip
+            except ConsulError as exc:
+                log.warning("could not record term %d: %s", term, exc)
+        await self.release()
+
+    async def _next_term(self, lock_index: int) -> int | None:
+        """The term of the leadership just acquired: one more than any handed out before. Consul's LockIndex alone
+        would not do: a plain write of the leader key (a hand edit) resets it to 0. The last term is kept in its
+        own key, written by the lock holder only (checked against its session), and raised past anything this
+        process learned (step_down_past). None when the lock is no longer this session's."""
+        for _ in range(5):
+            entry = await self.consul.kv_get(keys.TERM)
+            stored = 0
+            if entry is not None:
+                try:
+                    stored = decode_term(entry.value, entry.key)
+                except CorruptRecordError as exc:  # the others say where terms stand: the floor, the LockIndex
+                    log.warning("unreadable record key=%s: %s", exc.key, exc.reason)
+            term = max(stored + 1, lock_index, self._floor + 1)
+            record = msgspec.json.encode(TermRecord(term))
+            ok, _, errors = await self.consul.txn([
+                TxnOp("check-session", keys.LEADER, session=self._session),
+                TxnOp("cas", keys.TERM, record, entry.modify_index if entry is not None else 0),
+            ])  # fmt: skip
+            if ok:
+                return term
+            if any(e.op_index == 0 for e in errors):
+                return None
+        raise ConsulError("the term key keeps changing under the leader lock")
 
     async def wait_for_vacancy(self, stop: asyncio.Event, wait_s: float = 5.0) -> None:
         """Returns when the leader key is free (or after wait_s), watching it with a blocking query."""
@@ -132,6 +183,26 @@ class LeaderLock:
 
     async def _watch(self, entry: KVEntry, wait_s: float) -> None:
         await self.consul.kv_list(keys.LEADER, index=entry.modify_index, wait_s=wait_s)
+
+    async def guard_record(self, wait_s: float = 10.0) -> None:
+        """While this process leads: keeps the leader key's value this term's record. Anyone may overwrite it
+        (a hand edit in the Consul UI, a bad restore): executors and gateways read it to find the leader, so an
+        unreadable one would stall the cluster. A key no longer locked by this session (deleted, or taken) ends
+        the lease: the ledger's check-session fences this term's writes anyway. Watches with blocking queries;
+        returns when the lease has ended. Raises ConsulError when Consul cannot answer."""
+        index = 0
+        while self.is_leader() and self.info is not None:
+            index, entries = await self.consul.kv_list(keys.LEADER, index=index or None, wait_s=wait_s)
+            entry = next((e for e in entries if e.key == keys.LEADER), None)
+            if not self.is_leader() or self.info is None:
+                return
+            if entry is None or entry.session != self._session:
+                self._step_down("the leader key is no longer this session's")
+                return
+            wanted = msgspec.json.encode(self.info)
+            if entry.value != wanted:
+                log.warning("leader record overwritten key=%s: written again", keys.LEADER)
+                await self.consul.kv_put(keys.LEADER, wanted, acquire=self._session)
 
     def _step_down(self, why: str) -> None:
         if self.term:

@@ -7,9 +7,9 @@ import logging
 from collections.abc import Callable
 
 from cronbus.common.consul import keys
-from cronbus.common.consul.client import KVEntry
-from cronbus.common.consul.store import Store, StoredJob, stored_job
-from cronbus.common.errors import ConsulError
+from cronbus.common.consul.client import KVItem
+from cronbus.common.consul.store import NOT_A_JOB_KEY, Store, StoredJob, stored_job
+from cronbus.common.errors import ConsulError, CorruptRecordError
 from cronbus.common.lifecycle import wait_or_stop
 from cronbus.common.models import JobStatus
 
@@ -43,16 +43,22 @@ class JobView:
 
     async def refresh_jobs(self) -> None:
         """Reads the job prefix now (not blocking) and applies it."""
-        _, entries = await self.store.consul.kv_list(keys.JOBS)
+        _, entries = await self.store.consul.kv_items(keys.JOBS)
         self._apply_jobs(entries)
 
-    def _apply_jobs(self, entries: list[KVEntry]) -> None:
+    def _apply_jobs(self, entries: list[KVItem]) -> None:
         seen: set[str] = set()
         changed: set[str] = set()
         for entry in entries:
             if "/" in entry.key[len(keys.JOBS) :]:
+                self.store.report_unreadable(CorruptRecordError(entry.key, NOT_A_JOB_KEY))
                 continue
-            current = stored_job(entry) if self._moved(entry) else None
+            try:
+                current = stored_job(entry.entry()) if self._moved(entry) else None  # only what changed is decoded
+            except ConsulError as exc:  # a value that is not base64: reported, and the job kept as last read
+                self.store.report_unreadable(CorruptRecordError(entry.key, str(exc)))
+                seen.add(self._name(entry))
+                continue
             if current is not None:
                 self.jobs[current.name] = current
                 changed.add(current.name)
@@ -68,10 +74,10 @@ class JobView:
         self.jobs_ready.set()
 
     @staticmethod
-    def _name(entry: KVEntry) -> str:
+    def _name(entry: KVItem) -> str:
         return keys.name_from_key(keys.JOBS, entry.key)
 
-    def _moved(self, entry: KVEntry) -> bool:
+    def _moved(self, entry: KVItem) -> bool:
         known = self.jobs.get(self._name(entry))
         return known is None or known.modify_index != entry.modify_index
 
@@ -79,7 +85,7 @@ class JobView:
         index: int | None = None
         while not stop.is_set():
             try:
-                new_index, entries = await self.store.consul.kv_list(keys.JOBS, index=index, wait_s=self._wait_s)
+                new_index = await self._next_jobs(index)
             except ConsulError as exc:
                 log.warning("job watch failed: %s", exc)
                 await wait_or_stop(stop, 1.0)
@@ -88,8 +94,15 @@ class JobView:
                 continue  # the blocking query timed out with no change
             # An index that goes backwards means the Consul state was reset: start over (Consul docs).
             index = new_index if index is None or new_index > index else None
-            self._apply_jobs(entries)
             await wait_or_stop(stop, self._min_interval_s)
+
+    async def _next_jobs(self, index: int | None) -> int:
+        """One blocking read of the job prefix, applied unless it timed out unchanged; returns its index. The
+        entries (every definition's raw bytes) are dropped on return, not held through the next blocking query."""
+        new_index, entries = await self.store.consul.kv_items(keys.JOBS, index=index, wait_s=self._wait_s)
+        if index is None or new_index != index:
+            self._apply_jobs(entries)
+        return new_index
 
     async def _watch_statuses(self, stop: asyncio.Event) -> None:
         index: int | None = None

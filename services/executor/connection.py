@@ -18,7 +18,7 @@ from cronbus.common.bus import RECONNECT_IVL_MAX_MS, Bus, send_now
 from cronbus.common.consul import keys
 from cronbus.common.consul.client import ConsulClient
 from cronbus.common.consul.store import Store
-from cronbus.common.errors import ConsulError
+from cronbus.common.errors import ConsulError, UntrustedKeyError
 from cronbus.common.messages import (
     Ack,
     CancelRun,
@@ -31,7 +31,6 @@ from cronbus.common.messages import (
     NotLeader,
     OutputProduced,
     Published,
-    QueryExecutions,
     ToPeer,
     Welcome,
 )
@@ -54,7 +53,7 @@ class Handler(Protocol):
 
     def running_count(self) -> int: ...
 
-    async def on_peer(self, message: Welcome | KillRequested | CancelRun | QueryExecutions | ControlReply) -> None: ...
+    async def on_peer(self, message: Welcome | KillRequested | CancelRun | ControlReply) -> None: ...
 
     async def on_published(self, message: Published) -> None: ...
 
@@ -178,6 +177,7 @@ class LeaderConnection:
         self._bundle: list[bytes] = []  # frames to send at the loop's next turn (see send)
         self._bundle_bytes = 0
         self._session_leader: LeaderInfo | None = None
+        self._session_key: bytes | None = None  # the scheduler key the current session pins (bus with keys)
         self._session_over = asyncio.Event()
         self._welcomed = False
         self._heard_at = 0.0
@@ -293,9 +293,25 @@ class LeaderConnection:
             log.info("leaving leader=%s: %s", self._session_leader and self._session_leader.name, reason)
             self._session_over.set()
 
+    def keys_reloaded(self) -> None:
+        """After the bus's allow-lists were read again: a session with a leader whose key is no longer a scheduler's
+        ends (the next one is refused, see _session)."""
+        if self._session_leader is not None and not self.bus.trusts_leader(self._session_key):
+            self._end_session("its key is no longer among the schedulers' keys")
+
     async def _session(self, leader: LeaderInfo, stop: asyncio.Event) -> bool:
-        """Talks to one leader until the session ends; True when the leader welcomed this executor."""
+        """Talks to one leader until the session ends; True when the leader welcomed this executor.
+
+        On a bus with keys both sockets pin a scheduler's key (Bus.leader_key): the handshake fails unless the peer
+        holds that key's secret, so every dispatch, kill and query this executor acts on comes from a scheduler. A
+        leader record naming another key (an executor's, say) is refused before anything connects."""
+        try:
+            server_key = self.bus.leader_key(leader.curve_key)
+        except UntrustedKeyError as exc:
+            log.error("not connecting to leader=%s router=%s: %s", leader.name, leader.router, exc)
+            return False
         self._session_leader = leader
+        self._session_key = server_key
         self._session_over = asyncio.Event()
         self._welcomed = False
         self.revision = 0
@@ -303,8 +319,8 @@ class LeaderConnection:
         dealer: zmq.asyncio.Socket | None = None
         sub: zmq.asyncio.Socket | None = None
         try:
-            dealer = self.bus.dealer(leader.router, self.identity)
-            sub = self.bus.sub(leader.publisher, self.topics)
+            dealer = self.bus.dealer(leader.router, self.identity, server_key=server_key)
+            sub = self.bus.sub(leader.publisher, self.topics, server_key=server_key)
             log.info("connecting leader=%s term=%d router=%s", leader.name, leader.term, leader.router)
             self._dealer = dealer
             self.send(self.handler.hello())
@@ -324,6 +340,7 @@ class LeaderConnection:
         finally:
             self._dealer = None
             self._session_leader = None
+            self._session_key = None
             for sock in (dealer, sub):
                 if sock is not None:
                     sock.close()  # with the bus's linger
@@ -360,7 +377,7 @@ class LeaderConnection:
                 self.revision = min(message.revision, messages.REVISION)
                 log.info("welcomed by leader=%s term=%d revision=%d", name, term, self.revision)
                 await self.handler.on_peer(message)
-            case KillRequested() | CancelRun() | QueryExecutions() | ControlReply():
+            case KillRequested() | CancelRun() | ControlReply():
                 await self.handler.on_peer(message)
             case _:
                 assert_never(message)

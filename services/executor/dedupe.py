@@ -106,11 +106,6 @@ class SeenIds:
         """(id, job) of runs accepted but never finished: interrupted by a crash."""
         return [(eid, e.job) for eid, e in self._entries.items() if not e.finished]
 
-    def recent_finished(self, limit: int) -> list[str]:
-        """The ids of the last `limit` finished runs, newest last."""
-        ids = [eid for eid, e in reversed(self._entries.items()) if e.finished][:limit]
-        return ids[::-1]
-
     async def accept(self, execution_id: str, job_name: str) -> None:
         self._entries[execution_id] = _Entry(job_name, self._clock())
         await self._write(_Accepted(execution_id, job_name, self._entries[execution_id].at))

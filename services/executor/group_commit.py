@@ -67,19 +67,25 @@ class AppendedFile:
         self._file: BinaryIO | None = None
 
     def append(self, data: bytes) -> bool:
-        """Appends `data` and fdatasyncs; True when this append opened the file."""
+        """Appends `data` and makes it durable (fdatasync, or fsync where the system has no fdatasync: macOS);
+        True when this append opened the file."""
         opened = self._file is None
         if self._file is None:
             self._file = self.path.open("ab")
         self._file.write(data)
         self._file.flush()
-        os.fdatasync(self._file.fileno())
+        _datasync(self._file.fileno())
         return opened
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _datasync(fd: int) -> None:
+    # Looked up at each call, so a test can take fdatasync away as macOS has none (docs/portability.md).
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def write_durably(path: Path, data: bytes) -> None:

@@ -66,7 +66,7 @@ class Guardian:
         self._groups.discard(pgid)
         self._queue(b"-%d\n" % pgid)
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """Ends the guardian (it kills what is still registered: nothing, once every run ended)."""
         process, self._process = self._process, None
         if process is not None and process.stdin is not None:

@@ -1,4 +1,4 @@
-"""Output processors (files, log, syslog): where a finished execution's output goes besides its record."""
+"""Output processors (files, fluent, log, syslog): where a finished execution's output goes besides its record."""
 
 from __future__ import annotations
 
@@ -6,20 +6,27 @@ import logging
 import logging.handlers
 import os
 import re
+import socket
+import struct
 import sys
+import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import msgspec
+
 from cronbus.common.errors import ValidationError
 from cronbus.common.executor_config import parse_bool
+from cronbus.common.settings import DEFAULT_SYSLOG_ADDRESS
 
 log = logging.getLogger(__name__)
 
 # They run in this order, alphabetical, each on the execution's original output (they are not chained, so the
 # order only decides the order of the notes in the record).
-ORDER: Final = ("files", "log", "syslog")
+ORDER: Final = ("files", "fluent", "log", "syslog")
 SYSLOG_TAG: Final = "cronbus"
 SYSLOG_LINE_LIMIT: Final = 8_000  # bytes per syslog message: datagram sockets refuse larger ones
 _UNSAFE = re.compile(r"[^\w.-]")
@@ -34,7 +41,11 @@ class ProcessorContext:
     node: str
     status: str
     processor_dir: str
-    syslog_address: str = "/dev/log"
+    syslog_address: str = DEFAULT_SYSLOG_ADDRESS
+    fluent_host: str = "127.0.0.1"  # the fluent processor's defaults; a job's host, port and tag win
+    fluent_port: int = 24224
+    fluent_tag: str = "cronbus"
+    fluent_timeout_s: float = 5.0  # to connect, to send, and to wait for an ack, each
 
 
 @dataclass
@@ -162,8 +173,52 @@ def _syslog(config: Mapping[str, str], output: str, ctx: ProcessorContext) -> st
     return ""
 
 
+def _fluent(config: Mapping[str, str], output: str, ctx: ProcessorContext) -> str:
+    """The execution as one event to a Fluentd or Fluent Bit `forward` input (Forward protocol v1, Message mode:
+    [tag, time, record]), over TCP. The record is Dkron's (host, job_name, message) plus execution_id and status.
+    With `ack` true the event asks for an acknowledgement (the `chunk` option) and fails without one in time."""
+    host = config.get("host") or ctx.fluent_host
+    port_text = config.get("port") or str(ctx.fluent_port)
+    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValidationError(f"port: '{port_text}' is not a TCP port")
+    port = int(port_text)
+    tag = config.get("tag") or ctx.fluent_tag
+    ack = parse_bool("ack", config.get("ack", ""))
+    record = {"host": ctx.node, "job_name": ctx.job_name, "message": output,
+              "execution_id": ctx.execution_id, "status": ctx.status}  # fmt: skip
+    now_ns = time.time_ns()
+    event_time = msgspec.msgpack.Ext(0, struct.pack(">II", now_ns // 10**9, now_ns % 10**9))  # EventTime
+    event: list[object] = [tag, event_time, record]
+    chunk = uuid.uuid4().hex
+    if ack:
+        event.append({"chunk": chunk})
+    with socket.create_connection((host, port), timeout=ctx.fluent_timeout_s) as sock:
+        sock.sendall(msgspec.msgpack.encode(event))
+        if ack:
+            _await_fluent_ack(sock, chunk)
+    return f"{host}:{port} tag {tag}"
+
+
+def _await_fluent_ack(sock: socket.socket, chunk: str) -> None:
+    """Reads the input's answer, a map {"ack": chunk}; raises OSError when none comes (socket timeout)."""
+    received = b""
+    while True:
+        data = sock.recv(4096)
+        if not data:
+            raise OSError("the forward input closed the connection without acknowledging the event")
+        received += data
+        try:
+            answer = msgspec.msgpack.decode(received)
+        except msgspec.DecodeError:
+            continue  # not all of it yet
+        if not isinstance(answer, dict) or answer.get("ack") != chunk:
+            raise OSError(f"the forward input answered {answer!r}, not an ack of chunk {chunk}")
+        return
+
+
 _PROCESSORS: Final[dict[str, Callable[[Mapping[str, str], str, ProcessorContext], str]]] = {
     "files": _files,
+    "fluent": _fluent,
     "log": _log,
     "syslog": _syslog,
 }

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import socket
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections import OrderedDict
 from pathlib import Path
 from typing import assert_never
 
@@ -20,7 +19,7 @@ from cronbus.common.consul import keys
 from cronbus.common.consul.catalog import Registration
 from cronbus.common.consul.client import ConsulClient
 from cronbus.common.errors import ValidationError
-from cronbus.common.lifecycle import tune_gc
+from cronbus.common.lifecycle import reload_on_sighup, tune_gc
 from cronbus.common.messages import (
     REVISION,
     CancelRun,
@@ -37,13 +36,13 @@ from cronbus.common.messages import (
     OutputProduced,
     OutputPublished,
     Published,
-    QueryExecutions,
-    StatusReport,
     Welcome,
 )
 from cronbus.common.metrics import serve_metrics
-from cronbus.common.models import now_utc
+from cronbus.common.models import ExecutionStatus, now_utc
 from cronbus.common.settings import ExecutorSettings
+from cronbus.common.statsd import statsd_sender
+from cronbus.common.tracing import Attributes, tracing
 from cronbus.services.executor.connection import LeaderConnection, Reliable
 from cronbus.services.executor.dedupe import SeenIds
 from cronbus.services.executor.executors.base import (
@@ -59,54 +58,39 @@ from cronbus.services.executor.journal import Journal
 from cronbus.services.executor.metrics import ExecutorMetrics
 from cronbus.services.executor.output import OutputBuffer
 from cronbus.services.executor.processors import ProcessorContext, forwards_output, process_output
+from cronbus.services.executor.runs import STARTED_AFTER_S, Run, SlotGate, StartReports, Unstarted
 
 log = logging.getLogger(__name__)
 
-RECENT_IN_HELLO = 1000  # finished ids a Hello lists, so a new leader can resolve unconfirmed launches
 RESULTS_KEPT = 64  # finished results kept in memory to answer a repeated dispatch with
 DELIVERY_WAIT_S = 5.0  # at shutdown, how long results may wait for acks before the journal keeps them
 CANCEL_MARGIN_S = 5.0  # after a kill, how much longer than kill_grace_s a run may take before it is cancelled
 INTERRUPTED = "executor restarted during the run"
-# A run still going this long after it started is reported started; a shorter one only by its result (which says
-# when it started): for runs of a few milliseconds that halves the messages and the leader's writes.
-STARTED_AFTER_S = 0.1
-# The leader sends a run up to 1.5 s ahead of its slot, and this executor starts it at the slot by its own clock.
-# A longer wait means the two clocks disagree: the run starts after this long rather than wait on a wrong clock.
-HOLD_MAX_S = 5.0
-# The loop's timers fire a millisecond or two late (epoll counts whole milliseconds, other callbacks go first): the
-# timer of a slot is set this much early and the release sleeps the rest, so held runs start within a millisecond.
-TIMER_SLACK_S = 0.003
-
-Stop = tuple[str, str]  # how a run held for its slot ends instead of starting: (status, reason)
 
 
 def builtin_tags(settings: ExecutorSettings) -> dict[str, str]:
-    """The executor's tags: its own plus node, hostname and dc, which every executor has."""
+    """The executor's tags: its own plus those every executor has, as a Dkron agent does (docs/migrating-from-dkron.md,
+    "Targeting"): node, hostname, dc, region, version, and role `dkron` unless its own tags give a role."""
     return {
+        "role": "dkron",
         **settings.tags,
         "node": settings.node_name,
         "hostname": socket.gethostname(),
         "dc": settings.datacenter,
+        "region": settings.region,
+        "version": cronbus_version(),
     }
+
+
+def cronbus_version() -> str:
+    try:
+        return importlib.metadata.version("cronbus")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def default_data_dir(node: str) -> Path:
     return Path.home() / ".local" / "state" / "cronbus" / node
-
-
-@dataclass
-class _Run:
-    request: RunRequest
-    kill: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    processors: dict[str, dict[str, str]] = field(default_factory=dict)  # the job's output processors
-    # Resolved when a run sent ahead of its slot may start (None), or ends before it started (Stop).
-    release: asyncio.Future[Stop | None] | None = None
-    stop: Stop | None = None  # a kill or cancel that came before the run began to wait for its slot
-    started_at: datetime | None = None
-    report_at: float = 0.0  # monotonic time to report it started, if it is still going (STARTED_AFTER_S)
-    reported: bool = False
-    ended: bool = False
 
 
 class ExecutorService:
@@ -133,7 +117,7 @@ class ExecutorService:
         data_dir = Path(settings.data_dir).expanduser() if settings.data_dir else default_data_dir(self.node)
         self.seen = SeenIds(data_dir / "seen.jsonl")
         self.journal = Journal(data_dir / "results")
-        self.bus = Bus.from_settings(settings.bus)
+        self.bus = Bus.from_settings(settings.bus, "executor")
         self.connection = LeaderConnection(
             node=self.node,
             topics=[tag_topic(k, v) for k, v in sorted(self.tags.items())],
@@ -142,48 +126,57 @@ class ExecutorService:
             settings=settings.bus,
             handler=self,
         )
-        self.runs: dict[str, _Run] = {}
-        self._held: dict[datetime, list[_Run]] = {}  # runs waiting for their slot, by slot (one timer per slot)
-        self._unreported: deque[_Run] = deque()  # started runs, oldest first, until reported or STARTED_AFTER_S
-        self._report_timer: asyncio.TimerHandle | None = None  # for the oldest of them
+        self.runs: dict[str, Run] = {}
+        self._gate = SlotGate()
+        self._reports = StartReports(self._report_started)
         self._accepted: list[str] = []  # ids accepted in this turn of the loop, not acknowledged yet
         self._executors: dict[str, Executor] = {}  # by name: they keep nothing between runs, so one serves all
         self.results: OrderedDict[str, ExecutionFinished] = OrderedDict()
         self.accepting = True
         self._acked = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
+        self.tracing = tracing("executor", settings.otel_endpoint)
         self.metrics = ExecutorMetrics(
             running=lambda: float(len(self.runs)),
             capacity=settings.capacity,
             undelivered=lambda: float(self._undelivered()),
         )
 
-    async def run(self, stop: asyncio.Event) -> None:
-        halt = asyncio.Event()  # set once running executions are drained and results delivered
+    async def run(self, shutdown: asyncio.Event) -> None:
+        drained = asyncio.Event()  # set once running executions are drained and results delivered
         tune_gc()
         try:
             await self._restore()
-            await self.registration.register_with_retry(stop)
+            await self.registration.register_with_retry(shutdown)
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
-                tg.create_task(self.registration.keep_alive(halt))
-                tg.create_task(self.connection.run(halt))
-                if self.settings.metrics_port:  # served until halt, so a drain can be watched
+                tg.create_task(self.registration.keep_alive(drained))
+                tg.create_task(self.connection.run(drained))
+                tg.create_task(reload_on_sighup(self._reload_keys, drained))  # without keys: a no-op
+                if (sender := statsd_sender(self.metrics.registry, self.settings.statsd)) is not None:
+                    tg.create_task(sender.run(drained))  # until drained, as the endpoint below, and a last send then
+                if self.settings.metrics_port:  # served until drained, so a drain can be watched
                     tg.create_task(
                         serve_metrics(
-                            self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port, halt
+                            self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port, drained
                         )
                     )
-                await stop.wait()
+                await shutdown.wait()
                 await self._drain()
-                halt.set()
+                drained.set()
         finally:
-            GUARDIAN.stop()
+            GUARDIAN.close()
+            await asyncio.to_thread(self.tracing.close)  # the last spans, bounded by the exporter's timeout
             self.seen.close()
             self.journal.close()
             await self.registration.deregister()
             await self.consul.close()
             self.bus.close()
+
+    async def _reload_keys(self) -> None:
+        """SIGHUP: the allow-lists again; a session with a leader whose key left them ends."""
+        await asyncio.to_thread(self.bus.reload_keys)
+        self.connection.keys_reloaded()
 
     # ---- start and stop -----------------------------------------------------------------------------
 
@@ -210,7 +203,7 @@ class ExecutorService:
         if not await self._runs_ended(self.settings.drain_timeout_s):
             log.warning("drain timeout: killing runs=%d", len(self.runs))
             for run in self.runs.values():
-                self._stop_held(run, ("killed", "executor stopped before the run's slot"))
+                self._gate.end_unstarted(run, Unstarted("killed", "executor stopped before the run's slot"))
                 run.kill.set()
             if not await self._runs_ended(self.settings.kill_grace_s + CANCEL_MARGIN_S):
                 log.error("runs did not stop after a kill; cancelling count=%d", len(self.runs))
@@ -244,7 +237,6 @@ class ExecutorService:
             tags=self.tags,
             capacity=self.settings.capacity,
             running=list(self.runs),
-            recent=self.seen.recent_finished(RECENT_IN_HELLO),
             max_term=self.seen.max_term,
             revision=REVISION,
         )
@@ -257,32 +249,32 @@ class ExecutorService:
             self.journal.remove(message.seq)
             self._acked.set()
 
-    async def on_peer(self, message: Welcome | KillRequested | CancelRun | QueryExecutions | ControlReply) -> None:
+    async def on_peer(self, message: Welcome | KillRequested | CancelRun | ControlReply) -> None:
         match message:
             case Welcome(term=term):
                 await self.seen.see_term(term)
             case KillRequested(execution_id=execution_id, term=term):
-                run = self.runs.get(execution_id)
-                if term < self.seen.max_term:
-                    log.warning("ignored kill exec=%s: stale term %d < %d", execution_id, term, self.seen.max_term)
-                elif run is None:
-                    log.info("kill of an execution not running here exec=%s", execution_id)
-                elif not self._stop_held(run, ("killed", "killed before its slot")):
-                    log.info("killing job=%s exec=%s", run.request.job_name, execution_id)
-                    run.kill.set()
+                self._on_kill(execution_id, term)
             case CancelRun(execution_id=execution_id, term=term, reason=reason):
                 run = self.runs.get(execution_id)
                 if term < self.seen.max_term:
                     log.warning("ignored cancel exec=%s: stale term %d < %d", execution_id, term, self.seen.max_term)
-                elif run is None or not self._stop_held(run, ("skipped", reason)):
+                elif run is None or not self._gate.end_unstarted(run, Unstarted("skipped", reason)):
                     log.info("cancel of a run not waiting for its slot here exec=%s", execution_id)
-            case QueryExecutions(execution_ids=ids):
-                known = [i for i in ids if i in self.seen or i in self.runs]
-                self.connection.send(StatusReport(node=self.node, known=known))
             case ControlReply():
                 log.debug("ignored control reply (executors send no control requests)")
             case _:
                 assert_never(message)
+
+    def _on_kill(self, execution_id: str, term: int) -> None:
+        run = self.runs.get(execution_id)
+        if term < self.seen.max_term:
+            log.warning("ignored kill exec=%s: stale term %d < %d", execution_id, term, self.seen.max_term)
+        elif run is None:
+            log.info("kill of an execution not running here exec=%s", execution_id)
+        elif not self._gate.end_unstarted(run, Unstarted("killed", "killed before its slot")):
+            log.info("killing job=%s exec=%s", run.request.job_name, execution_id)
+            run.kill.set()
 
     async def on_published(self, message: Published) -> None:
         match message:
@@ -331,7 +323,7 @@ class ExecutorService:
             config=dispatch.config,
             timeout_s=dispatch.timeout_s,
         )
-        run = _Run(request, processors=dispatch.processors)
+        run = Run(request, processors=dispatch.processors, trace=dispatch.trace)
         self.runs[execution_id] = run
         assert self._tasks is not None
         run.task = self._tasks.create_task(self._execute(run))
@@ -354,54 +346,64 @@ class ExecutorService:
             self._remember(copy)
             self.connection.send_reliable(copy)
 
-    async def _execute(self, run: _Run) -> None:
+    async def _execute(self, run: Run) -> None:
         request = run.request
         try:
             await self.seen.accept(request.execution_id, request.job_name)  # durable before the leader hears of it
             self._accept(request.execution_id)
-            stop = await self._hold(run)
-            if stop is not None:
-                await self._end_early(request.execution_id, request.job_name, *stop)
+            unstarted = await self._gate.hold(run)
+            if unstarted is not None:
+                await self._end_early(request.execution_id, request.job_name, *unstarted)
                 return
-            started_at = run.started_at = now_utc()
-            began = time.monotonic()
-            self.metrics.started.inc(executor=request.executor if request.executor in EXECUTORS else "unknown")
-            log.debug("started job=%s exec=%s executor=%s", request.job_name, request.execution_id, request.executor)
-            # Output a processor keeps to itself (forward false) is not streamed live either. What comes before the
-            # run is reported started waits for that (or, when the run ends first, goes with its result).
-            stream = forwards_output(run.processors)
-            on_chunk = (lambda chunk: self._stream(run, chunk)) if stream else None
-            output = OutputBuffer(on_chunk=on_chunk, first_flush_s=STARTED_AFTER_S)
-            self._report_later(run)
-            try:
-                result = await self._run(request, output, run.kill)
-                await asyncio.sleep(0)  # a run that ended at once (noop) lets the others of its slot start first
-            finally:
-                run.ended = True
-                output.close()
-            self.metrics.finished.inc(status=result.status)
-            self.metrics.duration.observe(time.monotonic() - began, status=result.status)
-            text, truncated = output.text(), output.truncated
-            if run.processors:
-                text = await self._process(run, result, text)
-                truncated = truncated and stream
-            await self._finish(
-                ExecutionFinished(
-                    seq=self.connection.outbox.next_seq(),
-                    execution_id=request.execution_id,
-                    job_name=request.job_name,
-                    node=self.node,
-                    status=result.status,
-                    exit_code=result.exit_code,
-                    reason=result.reason,
-                    output=text,
-                    output_truncated=truncated,
-                    started_at=started_at,
-                    finished_at=now_utc(),
-                )
-            )
+            attributes: Attributes = {"cronbus.job": request.job_name, "cronbus.execution_id": request.execution_id,
+                          "cronbus.node": self.node, "cronbus.attempt": request.attempt}  # fmt: skip
+            with self.tracing.span("cronbus.run", parent=run.trace, attributes=attributes) as span:
+                finished = await self._run_started(run)
+                span.set("cronbus.status", finished.status)
+                if finished.status != "success":
+                    span.fail(finished.reason or finished.status)
+            await self._finish(finished)
         finally:
             del self.runs[request.execution_id]
+
+    async def _run_started(self, run: Run) -> ExecutionFinished:
+        """Runs a run whose slot has come, and makes its result (output processed, not yet journaled)."""
+        request = run.request
+        started_at = run.started_at = now_utc()
+        began = time.monotonic()
+        self.metrics.started.inc(executor=request.executor if request.executor in EXECUTORS else "unknown")
+        log.debug("started job=%s exec=%s executor=%s", request.job_name, request.execution_id, request.executor)
+        # Output a processor keeps to itself (forward false) is not streamed live either. What comes before the
+        # run is reported started waits for that (or, when the run ends first, goes with its result).
+        stream = forwards_output(run.processors)
+        on_chunk = (lambda chunk: self._stream(run, chunk)) if stream else None
+        output = OutputBuffer(on_chunk=on_chunk, first_flush_s=STARTED_AFTER_S)
+        self._reports.later(run)
+        try:
+            result = await self._run(request, output, run.kill)
+            await asyncio.sleep(0)  # a run that ended at once (noop) lets the others of its slot start first
+        finally:
+            run.ended = True
+            output.close()
+        self.metrics.finished.inc(status=result.status)
+        self.metrics.duration.observe(time.monotonic() - began, status=result.status)
+        text, truncated = output.text(), output.truncated
+        if run.processors:
+            text = await self._process(run, result, text)
+            truncated = truncated and stream
+        return ExecutionFinished(
+            seq=self.connection.outbox.next_seq(),
+            execution_id=request.execution_id,
+            job_name=request.job_name,
+            node=self.node,
+            status=result.status,
+            exit_code=result.exit_code,
+            reason=result.reason,
+            output=text,
+            output_truncated=truncated,
+            started_at=started_at,
+            finished_at=now_utc(),
+        )
 
     def _accept(self, execution_id: str) -> None:
         """Acknowledges a dispatch; the ids accepted in one turn of the loop go in one message (revision 1)."""
@@ -418,45 +420,7 @@ class ExecutorService:
         self.connection.send(DispatchAccepted(execution_ids=self._accepted, node=self.node))
         self._accepted = []
 
-    async def _hold(self, run: _Run) -> Stop | None:
-        """A run sent ahead of its slot waits for the slot (one timer per slot releases all its runs at once).
-        Returns None when the run may start, or how it ends when it was killed or cancelled before that."""
-        if run.stop is not None:
-            return run.stop
-        slot = run.request.scheduled_at
-        wait_s = (slot - now_utc()).total_seconds()
-        if wait_s <= 0:
-            return None
-        loop = asyncio.get_running_loop()
-        run.release = loop.create_future()
-        held = self._held.get(slot)
-        if held is None:
-            held = self._held[slot] = []
-            loop.call_later(max(0.0, min(wait_s, HOLD_MAX_S) - TIMER_SLACK_S), self._release, slot)
-        held.append(run)
-        return await run.release
-
-    def _release(self, slot: datetime) -> None:
-        early_s = (slot - now_utc()).total_seconds()
-        if 0 < early_s <= TIMER_SLACK_S:  # the timer was set early on purpose: never start before the slot
-            time.sleep(early_s)
-        for run in self._held.pop(slot, []):
-            if run.release is not None and not run.release.done():
-                run.release.set_result(None)
-
-    @staticmethod
-    def _stop_held(run: _Run, stop: Stop) -> bool:
-        """Ends a run that has not started without starting it: one waiting for its slot, or one still being
-        accepted (its id made durable), which then ends as it reaches its slot. False once it started."""
-        if run.release is None and run.started_at is None:
-            run.stop = run.stop or stop
-            return True
-        if run.release is None or run.release.done():
-            return False
-        run.release.set_result(stop)
-        return True
-
-    async def _end_early(self, execution_id: str, job_name: str, status: str, reason: str) -> None:
+    async def _end_early(self, execution_id: str, job_name: str, status: ExecutionStatus, reason: str) -> None:
         """The result of a run that did not run (to its end): cancelled before its slot, or cut by a restart."""
         log.info("ended early job=%s exec=%s status=%s: %s", job_name, execution_id, status, reason)
         await self._finish(
@@ -472,28 +436,8 @@ class ExecutorService:
             )
         )
 
-    def _report_later(self, run: _Run) -> None:
-        """Reports the run started STARTED_AFTER_S from now if it is still going (one timer for all such runs: a
-        thousand start at one slot)."""
-        run.report_at = time.monotonic() + STARTED_AFTER_S
-        self._unreported.append(run)
-        if self._report_timer is None:
-            self._report_timer = asyncio.get_running_loop().call_later(STARTED_AFTER_S, self._report_due)
-
-    def _report_due(self) -> None:
-        self._report_timer = None
-        now = time.monotonic()
-        while self._unreported and self._unreported[0].report_at <= now:
-            run = self._unreported.popleft()
-            if not (run.reported or run.ended):
-                self._report_started(run)
-        if self._unreported:
-            wait_s = self._unreported[0].report_at - now
-            self._report_timer = asyncio.get_running_loop().call_later(wait_s, self._report_due)
-
-    def _report_started(self, run: _Run) -> None:
+    def _report_started(self, run: Run) -> None:
         assert run.started_at is not None  # set by _execute before the run is reported
-        run.reported = True
         self.connection.send_reliable(
             ExecutionStarted(
                 seq=self.connection.outbox.next_seq(),
@@ -518,7 +462,7 @@ class ExecutorService:
             log.exception("runner crashed job=%s exec=%s", request.job_name, request.execution_id)
             return fail(output, f"executor {request.executor!r} crashed: {exc!r}")
 
-    async def _process(self, run: _Run, result: RunResult, output: str) -> str:
+    async def _process(self, run: Run, result: RunResult, output: str) -> str:
         """Runs the job's output processors (files and sockets: in a thread); returns what the record keeps."""
         request = run.request
         ctx = ProcessorContext(
@@ -528,6 +472,9 @@ class ExecutorService:
             status=result.status,
             processor_dir=self.settings.processor_dir,
             syslog_address=self.settings.syslog_address,
+            fluent_host=self.settings.fluent_host,
+            fluent_port=self.settings.fluent_port,
+            fluent_tag=self.settings.fluent_tag,
         )
         try:
             processed = await asyncio.to_thread(process_output, run.processors, output, ctx)
@@ -540,11 +487,11 @@ class ExecutorService:
             self.metrics.processor_errors.inc(processor=name)
         return processed.output
 
-    def _stream(self, run: _Run, chunk: bytes) -> None:
+    def _stream(self, run: Run, chunk: bytes) -> None:
         if not run.reported:
             if run.ended:
                 return  # the run ended before it was reported started: its result carries all of its output
-            self._report_started(run)  # output comes after the start, never before
+            self._reports.now(run)  # output comes after the start, never before
         request = run.request
         self.connection.send_reliable(
             OutputProduced(

@@ -7,7 +7,8 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Final, Literal, assert_never
 
 import msgspec
 
@@ -15,7 +16,7 @@ from cronbus.common.consul import keys
 from cronbus.common.consul.client import MAX_TXN_OPS, TxnOp
 from cronbus.common.consul.store import Store, encode
 from cronbus.common.errors import ConsulError
-from cronbus.common.models import Execution, JobStatus
+from cronbus.common.models import DayStats, Execution, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,17 @@ class Unit:
         update: list[Execution] | None = None,
         status: dict[str, list[StatusChange]] | None = None,
         delete: list[TxnOp] | None = None,
+        counts: dict[str, tuple[int, int]] | None = None,
+        moot_status: bool = False,
     ) -> None:
         self.create = create or []
         self.update = update or []
         self.status = status or {}
         self.delete = delete or []
+        self.counts = counts or {}  # day (YYYY-MM-DD) -> (succeeded, failed) executions to add to its stats
+        # The status changes only mark its record's run as started: a later update of that record (its result)
+        # makes them moot, so that update may replace the whole unit.
+        self.moot_status = moot_status
         # The records' keys, computed once: queueing, batching and writing all need them.
         self.create_keys = [keys.execution(r.job_name, r.id) for r in self.create]
         self.update_keys = [keys.execution(r.job_name, r.id) for r in self.update]
@@ -52,10 +59,11 @@ class Unit:
 
     def only_updates(self, key: str) -> bool:
         """Whether the unit does nothing but update the record at `key` (a later update of it may replace it)."""
-        return not (self.create or self.status or self.delete) and self.update_keys == [key]
+        status = bool(self.status) and not self.moot_status
+        return not (self.create or status or self.delete or self.counts) and self.update_keys == [key]
 
     def size(self) -> int:
-        return len(self.create) + len(self.update) + len(self.status) + len(self.delete)
+        return len(self.create) + len(self.update) + len(self.status) + len(self.delete) + len(self.counts)
 
     def touched(self) -> set[str]:
         """What the unit writes: record keys and the names of the jobs whose status it changes."""
@@ -74,15 +82,53 @@ class Unit:
         )
 
 
-class Ledger:
-    """Owns the statuses of every job while this scheduler leads. Status changes are functions, applied to
-    the latest known status at write time and written with check-and-set; when someone else changed a
-    status (the gateway resetting counters), it is read again and the change applied to that."""
+class _Fence:
+    """The owner of a transaction's first operation, the leader-session check: its failure means deposed."""
 
-    def __init__(self, store: Store, session: str, statuses: dict[str, tuple[JobStatus, int]]) -> None:
-        self.store = store
-        self.session = session
-        self.statuses = statuses
+
+FENCE: Final = _Fence()
+
+
+@dataclass(frozen=True)
+class _StatusOf:
+    """The owner of a job status's check-and-set."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class _DayShard:
+    """The owner of a day's stats shard's check-and-set (the KV key)."""
+
+    key: str
+
+
+# Who an operation of a transaction belongs to, so Consul's error for it (it names the operation's index) goes to
+# the right place. A tagged type: a job named "fence" is a _StatusOf, never the fence.
+Owner = _Fence | Unit | _StatusOf | _DayShard | None
+
+
+class Ledger:
+    """Owns the statuses of every job, and the day stats, while this scheduler leads. Status changes are
+    functions, applied to the latest known status at write time and written with check-and-set; when someone
+    else changed a status (the gateway resetting counters), it is read again and the change applied to that.
+
+    Day stats (executions per day, for GET /v1/stats) are added in the transaction that records the results,
+    so each is counted once. Every transaction in flight writes its own shard of a day's counts (IN_FLIGHT
+    shards, keys.day_stats): concurrent transactions never contend for one key, and readers add the shards."""
+
+    def __init__(
+        self,
+        store: Store,
+        session: str,
+        statuses: dict[str, tuple[JobStatus, int]],
+        days: dict[str, tuple[DayStats, int]] | None = None,
+    ) -> None:
+        self._store = store
+        self._session = session
+        self._statuses = statuses
+        self._days = days if days is not None else {}  # day stats shard key -> (counts, modify index)
+        self._shards = list(range(IN_FLIGHT))  # shards no transaction in flight writes
         self._pending: deque[Unit] = deque()
         self._updates: deque[Unit] = deque()  # units that change records of runs under way: written first
         self._queued: dict[str, Unit] = {}  # record key -> the queued unit that updates it last
@@ -122,8 +168,28 @@ class Ledger:
         units = [*self._updates, *self._pending, *(u for batch, _ in self._in_flight.values() for u in batch)]
         return asyncio.gather(*(u.done for u in units), return_exceptions=True)
 
+    def old_days(self, before: str) -> list[Unit]:
+        """Units that delete the day stats of days before `before` (YYYY-MM-DD), forgotten here at once."""
+        doomed = [key for key in self._days if keys.name_from_key(keys.STATS, key) < before]
+        for key in doomed:
+            del self._days[key]
+        chunks = [doomed[i : i + MAX_TXN_OPS - 1] for i in range(0, len(doomed), MAX_TXN_OPS - 1)]
+        return [Unit(delete=[TxnOp("delete", key) for key in chunk]) for chunk in chunks]
+
     def status(self, name: str) -> JobStatus:
-        return self.statuses.get(name, (JobStatus(), 0))[0]
+        return self._statuses.get(name, (JobStatus(), 0))[0]
+
+    def forget_status(self, name: str) -> None:
+        """The job is gone: its status is no longer this ledger's (a job created again starts from nothing)."""
+        self._statuses.pop(name, None)
+
+    async def read_execution(self, job_name: str, exec_id: str) -> Execution:
+        """The stored record, read now (raises NotFoundError, CorruptRecordError, ConsulError)."""
+        return await self._store.get_execution(job_name, exec_id)
+
+    async def delete_leftovers(self, job_name: str) -> bool:
+        """Deletes what is left of a deleted job's status and records (see Store.delete_leftovers)."""
+        return await self._store.delete_leftovers(job_name)
 
     async def run(self) -> None:
         """Flushes units as they come, as many per transaction as fit, with up to IN_FLIGHT transactions at once.
@@ -213,51 +279,78 @@ class Ledger:
         return batch
 
     async def _commit(self, batch: list[Unit]) -> None:
+        shard = self._shards.pop()  # run() keeps at most IN_FLIGHT transactions under way: one is free
+        try:
+            await self._commit_in(batch, shard)
+        finally:
+            self._shards.append(shard)
+
+    async def _commit_in(self, batch: list[Unit], shard: int) -> None:
         for _ in range(20):
             if not batch:
                 return
-            ops, owners, new_statuses = self._ops(batch)
+            ops, owners, written = self._ops(batch, shard)
             try:
-                ok, results, errors = await self.store.consul.txn(ops)
+                ok, results, errors = await self._store.consul.txn(ops)
             except ConsulError as exc:
                 log.warning("ledger write failed, retrying: %s", exc)
                 await asyncio.sleep(0.2)
                 continue
             if ok:
                 for entry in results:
-                    name = new_statuses.get(entry.key)
-                    if name is not None:
-                        self.statuses[name[0]] = (name[1], entry.modify_index)
-                for unit in batch:
-                    unit.done.set_result("committed")
+                    self._written(written.get(entry.key), entry.modify_index)
+                _resolve(batch, "committed")
                 return
             for error in errors:
                 owner = owners[error.op_index] if 0 <= error.op_index < len(owners) else None
-                if owner == "fence":
-                    log.warning("ledger fenced: %s", error.what)
-                    self.fenced = True
-                    _resolve(batch, "fenced")
+                if await self._refused(batch, owner, error.what):
                     return
-                if isinstance(owner, Unit):  # Consul names every failed operation: a unit may come twice
-                    if not owner.done.done():
-                        owner.done.set_result("exists")
-                    if owner in batch:
-                        batch.remove(owner)
-                elif isinstance(owner, str):  # a status changed under us: read it again
-                    await self._reload(owner)
-                else:
-                    log.error("ledger transaction failed: %s", error.what)
         for unit in batch:
             if not unit.done.done():
                 unit.done.set_exception(ConsulError("ledger could not commit after 20 attempts"))
 
-    async def _reload(self, name: str) -> None:
-        status, index = await self.store.get_status(name)
-        self.statuses[name] = (status, index)
+    async def _refused(self, batch: list[Unit], owner: Owner, what: str) -> bool:
+        """Handles one operation Consul refused (a rolled-back transaction): True when the ledger is fenced, and
+        the batch resolved; else what the operation needs is done, and the batch may be tried again."""
+        match owner:
+            case _Fence():
+                log.warning("ledger fenced: %s", what)
+                self.fenced = True
+                _resolve(batch, "fenced")
+                return True
+            case Unit():  # Consul names every failed operation: a unit may come twice
+                if not owner.done.done():
+                    owner.done.set_result("exists")
+                if owner in batch:
+                    batch.remove(owner)
+            case _StatusOf(name=name):  # a status changed under us: read it again
+                status, index = await self._store.read_status(name)
+                if status is None:  # overwritten with something unreadable: what this leader knows wins
+                    status = self._statuses.get(name, (JobStatus(), 0))[0]
+                self._statuses[name] = (status, index)
+            case _DayShard(key=key):  # written by an earlier term after this one read it
+                self._days[key] = await self._store.get_day_stats(key)
+            case None:
+                log.error("ledger transaction failed: %s", what)
+            case _:
+                assert_never(owner)
+        return False
 
-    def _ops(self, batch: list[Unit]) -> tuple[list[TxnOp], list[object], dict[str, tuple[str, JobStatus]]]:
-        ops: list[TxnOp] = [TxnOp("check-session", keys.LEADER, session=self.session)]
-        owners: list[object] = ["fence"]
+    def _written(self, what: _StatusWrite | _DayWrite | None, modify_index: int) -> None:
+        match what:
+            case _StatusWrite(name=name, status=status):
+                self._statuses[name] = (status, modify_index)
+            case _DayWrite(key=key, stats=stats):
+                self._days[key] = (stats, modify_index)
+            case None:
+                pass
+            case _:
+                assert_never(what)
+
+    def _ops(self, batch: list[Unit], shard: int) -> tuple[list[TxnOp], list[Owner], dict[str, _Write]]:
+        """The transaction's operations, who owns each, and the statuses and day stats it writes (by key)."""
+        ops: list[TxnOp] = [TxnOp("check-session", keys.LEADER, session=self._session)]
+        owners: list[Owner] = [FENCE]
         changes: dict[str, list[StatusChange]] = {}
         updates: dict[str, Execution] = {}  # the latest of a record's updates is the one written (started, finished)
         for unit in batch:
@@ -273,16 +366,43 @@ class Ledger:
         deletes = [op for unit in batch for op in unit.delete]  # after the updates: history trimming wins
         ops.extend(deletes)
         owners.extend([None] * len(deletes))
-        new_statuses: dict[str, tuple[str, JobStatus]] = {}
+        written: dict[str, _Write] = {}
         for name, fns in changes.items():
-            status, index = self.statuses.get(name, (JobStatus(), 0))
+            status, index = self._statuses.get(name, (JobStatus(), 0))
             for fn in fns:
                 status = fn(msgspec.structs.replace(status))
             key = keys.status(name)
             ops.append(TxnOp("cas", key, encode(status), index))
-            owners.append(name)
-            new_statuses[key] = (name, status)
-        return ops, owners, new_statuses
+            owners.append(_StatusOf(name))
+            written[key] = _StatusWrite(name, status)
+        counts: dict[str, tuple[int, int]] = {}
+        for unit in batch:
+            for day, (succeeded, failed) in unit.counts.items():
+                before = counts.get(day, (0, 0))
+                counts[day] = (before[0] + succeeded, before[1] + failed)
+        for day, (succeeded, failed) in counts.items():
+            key = keys.day_stats(day, shard)
+            stats, index = self._days.get(key, (DayStats(), 0))
+            added = DayStats(success_count=stats.success_count + succeeded, failed_count=stats.failed_count + failed)
+            ops.append(TxnOp("cas", key, encode(added), index))
+            owners.append(_DayShard(key))
+            written[key] = _DayWrite(key, added)
+        return ops, owners, written
+
+
+@dataclass(frozen=True)
+class _StatusWrite:
+    name: str
+    status: JobStatus
+
+
+@dataclass(frozen=True)
+class _DayWrite:
+    key: str
+    stats: DayStats
+
+
+_Write = _StatusWrite | _DayWrite
 
 
 def _follow(unit: Unit, later: asyncio.Future[Outcome]) -> None:

@@ -167,10 +167,11 @@ class Notifier:
 
     # ---- called by the dispatcher: queue only ----------------------------------------------------------
 
-    def finished(self, job: Job, record: Execution) -> None:
-        """Queues the notifications for a finished execution, as the job's and the global settings want."""
+    def finished(self, job: Job, record: Execution, *, disabled: str = "") -> None:
+        """Queues the notifications for a finished execution, as the job's and the global settings want;
+        `disabled`: why this failure disabled the job (said in the reason and the mail's subject)."""
         try:
-            self._queue_finished(job, record)
+            self._queue_finished(job, record, disabled)
         except Exception:  # the caller is the scheduling path: a notification bug must never break it
             log.exception("notification not queued job=%s exec=%s", job.name, record.id)
 
@@ -194,7 +195,7 @@ class Notifier:
         """(channel, outcome) -> how many, since start."""
         return {(dict(k)["channel"], dict(k)["outcome"]): int(v) for k, v in self._outcomes.values.items()}
 
-    def _queue_finished(self, job: Job, record: Execution) -> None:
+    def _queue_finished(self, job: Job, record: Execution, disabled: str) -> None:
         job_url = (job.metadata or {}).get("webhook_url", "").strip()
         recipients = self._recipients(job) if self.settings.smtp_host else []
         if not (self.settings.webhook_urls or job_url or recipients):
@@ -202,6 +203,8 @@ class Notifier:
         if not self._wanted(job, record) or self._already(("finished", record.id)):
             return
         values = self._values(job, record, record.status)
+        if disabled:
+            values["reason"] = "; ".join(filter(None, [record.reason, f"the job is now {disabled}"]))
         webhooks = [(url, self.settings.webhook_headers) for url in self.settings.webhook_urls]
         if job_url.startswith(("http://", "https://")):
             webhooks.append((job_url, {}))
@@ -218,6 +221,7 @@ class Notifier:
         if recipients:
             verdict = "succeeded" if record.status == "success" else record.status
             subject = f"{self.settings.mail_subject_prefix}{job.name}: {verdict} on {record.node_name or '-'}"
+            subject += " (job disabled)" if disabled else ""
             body = self.mail_payload.render(values)
             self._put(Delivery("email", ", ".join(recipients), body, job.name, record.id, subject=subject))
 

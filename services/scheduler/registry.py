@@ -124,7 +124,7 @@ class ExecutorRegistry:
         return state is not None and state.subscribed and _has(state, parse_job_tags(tags)[0])
 
     def select(self, tags: dict[str, str] | None, exclude: frozenset[str] = frozenset()) -> list[str]:
-        """Target nodes for one run (semantics §5): every tag must match; `value:count` caps the number of
+        """Target nodes for one run (docs/semantics.md §5): every tag must match; `value:count` caps the number of
         executors; no tags means exactly one. Least busy first. Raises NoTargetError."""
         wanted, count = parse_job_tags(tags)
         if not wanted:

@@ -6,14 +6,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
-from typing import Any, assert_never
+from typing import Any, Literal, assert_never
 
 import msgspec
-import zmq
-import zmq.asyncio
 
 from cronbus.common import messages as m
 from cronbus.common.bus import Bus, send_now
@@ -23,20 +20,29 @@ from cronbus.common.consul.client import ConsulClient
 from cronbus.common.consul.lock import LeaderLock, LeaseKeeper
 from cronbus.common.consul.store import Store
 from cronbus.common.consul.view import JobView
-from cronbus.common.errors import ConsulError, NotFoundError, UnavailableError, ValidationError
-from cronbus.common.lifecycle import tune_gc, wait_or_stop
+from cronbus.common.errors import ConsulError, ValidationError
+from cronbus.common.history import open_history_store
+from cronbus.common.lifecycle import reload_on_sighup, tune_gc
 from cronbus.common.metrics import serve_metrics
-from cronbus.common.models import FINISHED_STATUSES, Job, JobStatus, now_utc
-from cronbus.common.schedule import plan_catchup
+from cronbus.common.models import Job, now_utc
+from cronbus.common.schedule import plan_late
 from cronbus.common.settings import SchedulerSettings
+from cronbus.common.statsd import statsd_sender
+from cronbus.common.tracing import tracing
+from cronbus.services.scheduler.archive import ArchiveSettings, HistoryArchive
 from cronbus.services.scheduler.dispatcher import Dispatcher
+from cronbus.services.scheduler.launching import LaunchOutcome
+from cronbus.services.scheduler.leadership import Campaign
 from cronbus.services.scheduler.ledger import Ledger
 from cronbus.services.scheduler.metrics import SchedulerMetrics
 from cronbus.services.scheduler.notify import Notifier
 from cronbus.services.scheduler.planner import Planner
 from cronbus.services.scheduler.registry import ExecutorRegistry
+from cronbus.services.scheduler.routing import InOrderAcks, RouterReader
+from cronbus.services.scheduler.takeover import Takeover
 
 log = logging.getLogger(__name__)
+DISABLE_TRIES = 8  # writes of a failing job's disable (check-and-set conflicts, Consul errors), about a minute
 
 # Launches are recorded up to this long before their slot and sent once their round is recorded; executors start
 # them at the slot (a run of a job disabled meanwhile is recorded skipped). So the runs of a herd of thousands due at
@@ -50,7 +56,7 @@ LEAD = timedelta(seconds=0.9)
 HERD = 2000
 HERD_LEAD = timedelta(seconds=1.5)
 TICK_S = 0.1
-READ_BURST = 1000  # router messages read at once, then the loop runs other work
+DAYS_KEPT = 400  # days of execution stats kept (GET /v1/stats?days= goes up to 365)
 
 
 class SchedulerService:
@@ -60,7 +66,7 @@ class SchedulerService:
         self.consul = ConsulClient(host, port, settings.consul.token)
         self.store = Store(self.consul)
         self.view = JobView(self.store)
-        self.bus = Bus.from_settings(settings.bus)
+        self.bus = Bus.from_settings(settings.bus, "scheduler")
         advertise = settings.advertise_host or settings.bind_host
         self.router, router_port = self.bus.router(settings.bind_host, settings.router_port)
         self.xpub, pub_port = self.bus.xpub(settings.bind_host, settings.pub_port)
@@ -82,9 +88,32 @@ class SchedulerService:
         self.registry = ExecutorRegistry(self.dead_after_s)
         self.planner = Planner()
         self.dispatcher: Dispatcher | None = None  # set while leading, once recovery is done
-        self.metrics = SchedulerMetrics()
+        self.metrics = SchedulerMetrics(settings.job_metrics)
         self.notifier = Notifier(settings.notify, registry=self.metrics.registry, node_name=settings.node_name)
+        self.tracing = tracing("scheduler", settings.otel_endpoint)
+        self.takeover = Takeover(self.store, self, self._launch)
+        self.campaign = Campaign(
+            self.lock, settings.node_name, settings.lock_ttl_s, self._lead, self._term_ended,
+            endpoints=(self.router_endpoint, self.pub_endpoint), curve_key=self.bus.public_key,
+        )  # fmt: skip
+        self.history = open_history_store(settings.history_store, self.store)
+        self.archive = HistoryArchive(
+            self.store,
+            self.history,
+            self.metrics.registry,
+            ArchiveSettings(
+                history_limit=settings.history_limit,
+                max_age_s=settings.history_max_age_s,
+                settle_s=settings.history_settle_s,
+            ),
+            protect=lambda: self.dispatcher.runs.ids() if self.dispatcher else (),
+        )
         self.metrics.registry.gauge("cronbus_planned_jobs", "Jobs with a planned next fire.", lambda: len(self.planner))
+        self.metrics.registry.gauge(
+            "cronbus_unreadable_records_total",
+            "Stored values read that did not decode (each logged with its key); readers go on without them.",
+            lambda: self.store.unreadable_total,
+        )
         self.metrics.registry.gauge(
             "cronbus_executions_waiting",
             "Runs due and held at the leader until their executor has a free slot.",
@@ -93,9 +122,9 @@ class SchedulerService:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._launching: set[asyncio.Task[None]] = set()
-        self._acks = InOrderAcks(lambda identity, seq: self._send_to(identity, m.Ack(seq=seq)))
+        self._acks = InOrderAcks(lambda identity, seq: self.send_to(identity, m.Ack(seq=seq)))
         self._leader_known, self._leader_read_at = "", -1.0  # see _leader_name
-        self._children_of: dict[str, list[Job]] | None = None  # parent job -> its children (see _children)
+        self._children_of: dict[str, list[Job]] | None = None  # parent job -> its children (see children)
         self.view.on_jobs_changed(self._jobs_changed)
 
     # ---- process ---------------------------------------------------------------------------------------
@@ -112,9 +141,12 @@ class SchedulerService:
                     tg.create_task(self.view.run(stop, statuses=False)),
                     tg.create_task(self._read_router()),
                     tg.create_task(self._read_xpub()),
-                    tg.create_task(self._campaign(stop)),
+                    tg.create_task(self.campaign.run(stop)),
                     tg.create_task(self.notifier.run(stop)),
                 ]
+                tasks.append(tg.create_task(reload_on_sighup(self._reload_keys, stop)))  # without keys: a no-op
+                if (sender := statsd_sender(self.metrics.registry, self.settings.statsd)) is not None:
+                    tasks.append(tg.create_task(sender.run(stop)))
                 if self.settings.metrics_port:
                     tasks.append(
                         tg.create_task(
@@ -131,6 +163,8 @@ class SchedulerService:
             self.dispatcher = None
             await self.lock.release()
             await self.registration.deregister()
+            await asyncio.to_thread(self.tracing.close)  # the last spans, bounded by the exporter's timeout
+            await self.history.close()
             await self.consul.close()
             self.router.close()
             self.xpub.close()
@@ -138,72 +172,55 @@ class SchedulerService:
 
     # ---- leadership ------------------------------------------------------------------------------------
 
-    async def _campaign(self, stop: asyncio.Event) -> None:
-        interval = self.settings.lock_ttl_s / 4
-        while not stop.is_set():
-            try:
-                acquired = await asyncio.wait_for(self.lock.try_acquire(self.router_endpoint, self.pub_endpoint), 5)
-            except (ConsulError, TimeoutError) as exc:
-                log.debug("campaign round failed: %s", exc)
-                await wait_or_stop(stop, interval)
-                continue
-            if not acquired:
-                with contextlib.suppress(ConsulError, TimeoutError):
-                    await asyncio.wait_for(self.lock.wait_for_vacancy(stop, wait_s=1), interval * 2)
-                continue
-            lost = asyncio.Event()
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._watch_lease(stop, lost))
-                    tg.create_task(self._lead(stop, lost))
-            finally:
-                self.dispatcher = None
-                if not stop.is_set():
-                    log.warning("leadership ended node=%s; back to standby", self.settings.node_name)
-                    await self.lock.release()  # a fresh session next round
+    def _term_ended(self) -> None:
+        self.dispatcher = None
 
-    async def _watch_lease(self, stop: asyncio.Event, lost: asyncio.Event) -> None:
-        """Ends the term when the lease does (the LeaseKeeper thread renews it)."""
-        while not stop.is_set() and not lost.is_set():
-            if not self.lock.is_leader():
-                lost.set()
-                return
-            await wait_or_stop(stop, self.settings.lock_ttl_s / 8)
+    async def _guard_leader_record(self, lost: asyncio.Event) -> None:
+        """Writes the leader record again when someone overwrote it (see LeaderLock.guard_record)."""
+        while not lost.is_set() and self.lock.is_leader():
+            try:
+                await self.lock.guard_record()
+            except ConsulError as exc:
+                log.debug("cannot watch the leader record: %s", exc)
+                await asyncio.sleep(self.settings.lock_ttl_s / 4)
 
     async def _lead(self, stop: asyncio.Event, lost: asyncio.Event) -> None:
         term = self.lock.term
         await self.view.jobs_ready.wait()
         await self.view.refresh_jobs()  # the freshest definitions, not what the last blocking query saw
-        _, statuses = await self.store.list_statuses()
-        ledger = Ledger(self.store, self.lock.session, statuses)
+        _, statuses, unreadable = await self.store.list_statuses_checked()
+        ledger = Ledger(self.store, self.lock.session, statuses, await self.store.list_day_stats())
         dispatcher = Dispatcher(
             term=term,
             ledger=ledger,
             registry=self.registry,
-            publish=self._publish,
-            send_to=self._send_to,
-            job=self._job,
-            children=self._children,
+            wire=self,
+            jobs=self,
             ack_timeout_s=self.settings.bus.ack_timeout_s,
             history_limit=self.settings.history_limit,
-            on_ephemeral_success=self._delete_ephemeral,
             metrics=self.metrics,
-            is_leader=self.lock.is_leader,
             notifier=self.notifier,
+            tracing=self.tracing,
         )
         self.registry.executors.clear()
         self._acks.clear()
         async with asyncio.TaskGroup() as tg:
             ledger_task = tg.create_task(ledger.run())
-            await self._recover(dispatcher, statuses)
+            await self.takeover.adopt_unfinished(dispatcher, statuses)
+            await self.takeover.adopt_unlisted(dispatcher, unreadable)
+            kept_from = (now_utc() - timedelta(days=DAYS_KEPT)).strftime("%Y-%m-%d")
+            for unit in ledger.old_days(kept_from):  # GET /v1/stats shows a year at most
+                ledger.submit(unit)
             self.dispatcher = dispatcher
             self.metrics.leader.set(1)
             self.metrics.term.set(term)
-            log.info("leading term=%d jobs=%d unfinished=%d", term, len(self.view.jobs), len(dispatcher.active))
+            log.info("leading term=%d jobs=%d unfinished=%d", term, len(self.view.jobs), len(dispatcher.runs))
             await self._catch_up(dispatcher, ledger)
             tasks = [
                 tg.create_task(self._plan(dispatcher, lost, tg)),
                 tg.create_task(self._tick(dispatcher, lost)),
+                tg.create_task(self._guard_leader_record(lost)),
+                tg.create_task(self.archive.run(ledger, lost)),  # moves settled records, trims by age
             ]
             done = asyncio.create_task(_first(stop, lost))
             await done
@@ -214,25 +231,6 @@ class SchedulerService:
             for task in [*tasks, *self._launching, ledger_task]:
                 task.cancel()
 
-    async def _recover(self, dispatcher: Dispatcher, statuses: dict[str, tuple[JobStatus, int]]) -> None:
-        """Unfinished executions recorded by earlier terms become this term's to resolve."""
-        for name, (status, _) in statuses.items():
-            job = self._job(name)
-            if job is None:
-                continue
-            stale: list[str] = []
-            for exec_id in status.running:
-                try:
-                    record = await self.store.get_execution(name, exec_id)
-                except NotFoundError:
-                    stale.append(exec_id)
-                    continue
-                if record.status in FINISHED_STATUSES:
-                    stale.append(exec_id)
-                dispatcher.adopt(record, job)
-            if stale:  # ids whose records ended (or are gone) leave the running list
-                dispatcher.forget_running(name, stale)
-
     async def _catch_up(self, dispatcher: Dispatcher, ledger: Ledger) -> None:
         """Slots that passed while no leader dispatched: run or record them per misfire_policy. Slots after
         `now` are the planner's, and every job is planned from that same `now`, so none falls in between."""
@@ -240,20 +238,30 @@ class SchedulerService:
         jobs = [s.job for s in self.view.jobs.values() if s.job is not None]
         for job in jobs:
             self._plan_job(job, ledger, after=now)
-        await asyncio.gather(*(self._catch_up_job(dispatcher, ledger, job, now) for job in jobs))
+        await asyncio.gather(*(self.takeover.catch_up(dispatcher, ledger, job, now) for job in jobs))
 
-    async def _catch_up_job(self, dispatcher: Dispatcher, ledger: Ledger, job: Job, now: datetime) -> None:
-        if job.disabled or not job.schedule:
+    def _late_run(self, job: Job) -> None:
+        """An `@after` job written once its time has passed: it runs now (within its grace period) or is recorded
+        missed, in a task of the term (docs/semantics.md, "@after")."""
+        dispatcher = self.dispatcher
+        if dispatcher is None or job.disabled or not job.schedule.lstrip().startswith("@after"):
             return
         try:
-            plan = plan_catchup(job, ledger.status(job.name).last_slot or job.created_at, now)
-        except ValidationError as exc:
-            log.warning("cannot plan catch-up job=%s: %s", job.name, exc)
+            plan = plan_late(job, dispatcher.ledger.status(job.name).last_slot, now_utc())
+        except ValidationError:
+            return  # the planner reports it
+        if not plan.run and not plan.missed:
             return
-        for slot, reason in plan.missed:
-            await dispatcher.record_missed(job, slot, "missed", reason)
-        for slot in plan.run:
-            await self._launch(dispatcher, job, slot)
+
+        async def late() -> None:
+            for slot, reason in plan.missed:
+                await dispatcher.record_missed(job, slot, "missed", reason)
+            for slot in plan.run:
+                await self._launch(dispatcher, job, slot)
+
+        task = asyncio.create_task(late())
+        self._launching.add(task)
+        task.add_done_callback(self._launching.discard)
 
     def _plan_job(self, job: Job, ledger: Ledger | None, after: datetime | None = None) -> None:
         after = after or now_utc()
@@ -272,7 +280,7 @@ class SchedulerService:
             if self.dispatcher is not None:
                 self.dispatcher.job_deleted(name)
         for name in changed:
-            job = self._job(name)
+            job = self.job(name)
             if job is not None and self.dispatcher is not None:
                 self.dispatcher.job_exists(name)
             if job is None:
@@ -282,6 +290,7 @@ class SchedulerService:
                     log.warning("invalid job definition in Consul job=%s: %s", name, stored.problem)
             else:
                 self._plan_job(job, ledger)
+                self._late_run(job)
                 if job.disabled and self.dispatcher is not None:
                     self.dispatcher.cancel_ahead(name)
         self._wake.set()
@@ -302,7 +311,7 @@ class SchedulerService:
                 continue
             due = self.planner.pop_due(now + LEAD if lead == LEAD else nxt)  # a herd comes alone
             self.metrics.fires.inc(len(due))
-            launches = [(job, slot) for name, slot in due if (job := self._job(name)) is not None]
+            launches = [(job, slot) for name, slot in due if (job := self.job(name)) is not None]
             # Whether a forbid or replace job's previous run still runs is decided at the slot, not ahead of it.
             rounds = [[(j, s) for j, s in launches if j.concurrency == "allow"]]
             rounds.extend([(j, s)] for j, s in launches if j.concurrency != "allow")
@@ -324,27 +333,29 @@ class SchedulerService:
             for (job, _), (outcome, ids) in zip(due, await dispatcher.launch_many(due), strict=True):
                 if outcome == "exists":
                     try:
-                        await self._adopt_launched(dispatcher, job, ids)
+                        await self.takeover.adopt_launched(dispatcher, job, ids)
                     except ConsulError as exc:  # its result is still adopted when it comes (on_finished)
                         log.warning("could not adopt an earlier launch job=%s: %s", job.name, exc)
         except Exception:  # task boundary: failed launches must not end the term
             log.exception("launches failed count=%d", len(due))
 
-    async def _launch(self, dispatcher: Dispatcher, job: Job, slot: datetime, *, manual: bool = False) -> str:
+    async def _launch(
+        self,
+        dispatcher: Dispatcher,
+        job: Job,
+        slot: datetime,
+        *,
+        manual: bool = False,
+        trace: dict[str, str] | None = None,
+    ) -> LaunchOutcome | Literal["expired"]:
         if not self.lock.is_leader():
             return "fenced"
         if not manual and job.expires_at is not None and slot > job.expires_at:
             return "expired"
-        outcome, ids = await dispatcher.launch(job, slot, manual=manual)
+        outcome, ids = await dispatcher.launch(job, slot, manual=manual, trace=trace)
         if outcome == "exists":
-            await self._adopt_launched(dispatcher, job, ids)
+            await self.takeover.adopt_launched(dispatcher, job, ids)
         return outcome
-
-    async def _adopt_launched(self, dispatcher: Dispatcher, job: Job, ids: list[str]) -> None:
-        """Runs an earlier term launched: resolve what they became."""
-        for exec_id in ids:
-            with contextlib.suppress(NotFoundError):
-                dispatcher.adopt(await self.store.get_execution(job.name, exec_id), job)
 
     async def _tick(self, dispatcher: Dispatcher, lost: asyncio.Event) -> None:
         beat = 0.0
@@ -355,11 +366,11 @@ class SchedulerService:
                 return
             await dispatcher.tick()
             self.metrics.jobs.set(len(self.view.jobs))
-            self.metrics.active.set(len(dispatcher.active))
+            self.metrics.active.set(len(dispatcher.runs))
             if loop.time() - beat >= self.settings.bus.heartbeat_interval_s:
                 beat = loop.time()
                 for state in list(self.registry.executors.values()):
-                    self._send_to(state.identity, m.LeaderHeartbeat(term=dispatcher.term))
+                    self.send_to(state.identity, m.LeaderHeartbeat(term=dispatcher.term))
                 for name in dispatcher.jobs_to_trim():
                     with contextlib.suppress(ConsulError):
                         await dispatcher.trim(name, await self.store.execution_keys(name))
@@ -367,12 +378,17 @@ class SchedulerService:
 
     # ---- bus -------------------------------------------------------------------------------------------
 
-    def _publish(self, topic: bytes, msg: msgspec.Struct) -> None:
+    # The bus and the jobs as the leader's run bookkeeping sees them (ports.Wire, ports.Jobs).
+
+    def is_leader(self) -> bool:
+        return self.lock.is_leader()
+
+    def publish(self, topic: bytes, msg: msgspec.Struct) -> None:
         if topic.startswith(m.OUTPUT_TOPIC) and not self.registry.has_output_subscriber(topic):
             return  # nobody follows this run's output (a stream also reads the record every second)
         send_now(self.xpub, [topic, m.encode(msg)])
 
-    def _send_to(self, identity: bytes, msg: msgspec.Struct) -> None:
+    def send_to(self, identity: bytes, msg: msgspec.Struct) -> None:
         send_now(self.router, [identity, m.encode(msg)])
 
     async def _read_xpub(self) -> None:
@@ -382,56 +398,40 @@ class SchedulerService:
             self._wake.set()
 
     async def _read_router(self) -> None:
-        # What has arrived already is read without a future per message (a sync twin of the same socket).
-        ready: zmq.Socket[bytes] = zmq.Socket.shadow(self.router.underlying)
-        while True:
-            await self._on_frames(await self.router.recv_multipart())
-            for _ in range(READ_BURST):
-                try:
-                    frames = ready.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                await self._on_frames(frames)
-            await asyncio.sleep(0)  # a receive that finds a message does not yield: let the handlers run
+        await RouterReader(self.router, keyed=self.bus.keys is not None, handle=self._on_message,
+                           send_to=self.send_to).run()  # fmt: skip
 
-    async def _on_frames(self, frames: list[bytes]) -> None:
-        """One message on the router: the peer's identity, then one or more frames, each a message."""
-        if not 2 <= len(frames) <= 1 + m.MAX_BUNDLE:
-            log.warning("dropped message with %d frames on the router", len(frames))
-            return
-        identity, *payloads = frames
-        for payload in payloads:
-            msg = m.decode(m.to_leader_decoder, payload, source=identity.decode(errors="replace"))
-            if msg is None:
-                continue
-            try:
-                await self._on_message(identity, msg)
-            except Exception:  # a task boundary: one bad message must not end the scheduler
-                log.exception("failed to handle %s from %r", type(msg).__name__, identity)
+    async def _reload_keys(self) -> None:
+        """SIGHUP: the allow-lists again; a key that lost its place loses its connections too (Bus.rebind)."""
+        lost = await asyncio.to_thread(self.bus.reload_keys)
+        if lost:
+            await self.bus.rebind(lost)
 
     async def _on_message(self, identity: bytes, msg: m.ToLeader) -> None:
         dispatcher = self.dispatcher
         if dispatcher is None:
             leader = await self._leader_name()
-            self._send_to(identity, m.NotLeader(leader=leader))
+            self.send_to(identity, m.NotLeader(leader=leader))
             return
         match msg:
+            case m.RunJob() | m.KillExecution() | m.ListBusy():
+                self._on_control(identity, msg, dispatcher)
             case m.Hello():
-                if msg.protocol != m.PROTOCOL_VERSION:
-                    log.warning("refused executor %s: protocol %d, not %d", msg.node, msg.protocol, m.PROTOCOL_VERSION)
-                    return
-                self.registry.hello(identity, msg)
-                self._acks.reset(identity)
-                welcome = m.Welcome(leader=self.settings.node_name, term=dispatcher.term, revision=m.REVISION)
-                self._send_to(identity, welcome)
-                for exec_id in msg.running:
-                    active = dispatcher.active.get(exec_id)
-                    if active is not None and active.record.node_name == msg.node:
-                        active.acked = True
-                log.info("executor joined node=%s tags=%s", msg.node, msg.tags)
+                self._on_hello(identity, msg, dispatcher)
             case m.ExecutorHeartbeat():
                 if self.registry.seen(msg.node, msg.running) is None:
-                    self._send_to(identity, m.NotLeader(leader=self.settings.node_name))  # says hello again
+                    self.send_to(identity, m.NotLeader(leader=self.settings.node_name))  # says hello again
+            case _:
+                self._on_report(identity, msg, dispatcher)
+
+    def _on_report(
+        self,
+        identity: bytes,
+        msg: m.DispatchAccepted | m.DispatchRefused | m.ExecutionStarted | m.OutputProduced | m.ExecutionFinished,
+        dispatcher: Dispatcher,
+    ) -> None:
+        """What an executor reports of a run it was sent."""
+        match msg:
             case m.DispatchAccepted():
                 self.registry.seen(msg.node)
                 dispatcher.on_accepted(msg)
@@ -446,16 +446,41 @@ class SchedulerService:
             case m.ExecutionFinished():
                 self.registry.seen(msg.node)
                 self._after(dispatcher.on_finished(msg), identity, msg.seq)
-            case m.StatusReport():
-                self.registry.seen(msg.node)
+            case _:
+                assert_never(msg)
+
+    def _on_control(
+        self, identity: bytes, msg: m.RunJob | m.KillExecution | m.ListBusy, dispatcher: Dispatcher
+    ) -> None:
+        """A request of the gateway or the CLI."""
+        match msg:
             case m.RunJob():
                 self._background(self._reply(identity, self._run_job(dispatcher, msg)))
             case m.KillExecution():
                 self._background(self._reply(identity, self._kill(dispatcher, msg)))
             case m.ListBusy():
-                self._send_to(identity, m.ControlReply(req_id=msg.req_id, ok=True, executions=dispatcher.busy()))
+                self.send_to(identity, m.ControlReply(req_id=msg.req_id, ok=True, executions=dispatcher.busy()))
             case _:
                 assert_never(msg)
+
+    def _on_hello(self, identity: bytes, msg: m.Hello, dispatcher: Dispatcher) -> None:
+        if msg.protocol != m.PROTOCOL_VERSION:
+            log.warning("refused executor %s: protocol %d, not %d", msg.node, msg.protocol, m.PROTOCOL_VERSION)
+            return
+        if msg.max_term > dispatcher.term:
+            # This executor saw a later term than ours: a term was handed out that this one does not
+            # exceed (the term key was lost or damaged), and it would refuse our dispatches. Step down;
+            # the next term is higher than what it saw.
+            log.error("executor %s saw term %d, later than this term %d: stepping down to take a higher one",
+                      msg.node, msg.max_term, dispatcher.term)  # fmt: skip
+            self._background(self.lock.step_down_past(msg.max_term))
+            return
+        self.registry.hello(identity, msg)
+        self._acks.reset(identity)
+        welcome = m.Welcome(leader=self.settings.node_name, term=dispatcher.term, revision=m.REVISION)
+        self.send_to(identity, welcome)
+        dispatcher.runs.confirm(msg.node, msg.running)
+        log.info("executor joined node=%s tags=%s", msg.node, msg.tags)
 
     def _after(self, work: Coroutine[object, object, None], identity: bytes, seq: int) -> None:
         """Runs a result handler off the reader, so results of many runs commit in one batch, and acknowledges
@@ -479,7 +504,7 @@ class SchedulerService:
         task.add_done_callback(self._tasks.discard)
 
     async def _reply(self, identity: bytes, reply: Coroutine[object, object, m.ControlReply]) -> None:
-        self._send_to(identity, await reply)
+        self.send_to(identity, await reply)
 
     async def _kill(self, dispatcher: Dispatcher, msg: m.KillExecution) -> m.ControlReply:
         ok = await dispatcher.kill(msg.execution_id)
@@ -502,7 +527,7 @@ class SchedulerService:
         if not self.registry.matching(job.tags):
             shown = ", ".join(f"{k}={v}" for k, v in sorted((job.tags or {}).items())) or "(any)"
             return m.ControlReply(req_id=msg.req_id, ok=False, code=503, error=f"no executor matches tags {shown}")
-        outcome = await self._launch(dispatcher, job, now_utc(), manual=True)
+        outcome = await self._launch(dispatcher, job, now_utc(), manual=True, trace=msg.trace)
         if outcome == "skipped":
             return m.ControlReply(req_id=msg.req_id, ok=False, code=409,
                                   error=f"job {job.name} is already running and its concurrency is forbid")  # fmt: skip
@@ -512,11 +537,11 @@ class SchedulerService:
 
     # ---- jobs --------------------------------------------------------------------------------------------
 
-    def _job(self, name: str) -> Job | None:
+    def job(self, name: str) -> Job | None:
         stored = self.view.jobs.get(name)
         return stored.job if stored is not None else None
 
-    def _children(self, name: str) -> list[Job]:
+    def children(self, name: str) -> list[Job]:
         if self._children_of is None:  # built again after any change of the job set
             self._children_of = {}
             for stored in self.view.jobs.values():
@@ -524,7 +549,7 @@ class SchedulerService:
                     self._children_of.setdefault(stored.job.parent_job, []).append(stored.job)
         return self._children_of.get(name, [])
 
-    def _delete_ephemeral(self, name: str) -> None:
+    def delete_ephemeral(self, name: str) -> None:
         stored = self.view.jobs.get(name)
         if stored is None:
             return
@@ -540,6 +565,27 @@ class SchedulerService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def disable_failing(self, name: str, reason: str) -> None:
+        async def disable() -> None:
+            for attempt in range(DISABLE_TRIES):
+                try:
+                    # Read afresh and check-and-set, so an edit made meanwhile is kept: disabled on top of it.
+                    stored = await self.store.get_job(name)
+                    if stored is None or stored.definition is None or stored.definition.disabled:
+                        return  # deleted, unreadable, or disabled already
+                    job = msgspec.structs.replace(stored.definition, disabled=True)
+                    if await self.store.put_job(job, cas=stored.modify_index):
+                        log.warning("job disabled job=%s: %s", name, reason)
+                        return
+                except ConsulError as exc:
+                    log.warning("could not disable job=%s yet (%s): %s", name, reason, exc)
+                await asyncio.sleep(min(2.0**attempt, 10.0))
+            log.error("job not disabled job=%s after %d tries (%s)", name, DISABLE_TRIES, reason)
+
+        task = asyncio.create_task(disable())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _leader_name(self) -> str:
         """Who leads, for executors that still talk to this standby; read at most once a second (they may be
         many, with a burst of results each)."""
@@ -550,61 +596,6 @@ class SchedulerService:
                 found = await self.store.get_leader()
                 self._leader_known = found[0].name if found is not None else ""
         return self._leader_known
-
-
-class InOrderAcks:
-    """Per executor, the handlers of its reliable messages in the order they came. Acks are cumulative (an executor
-    forgets every message it sent before the acked one), so a message is acknowledged only once every earlier one
-    from the same executor was handled, and nothing is acknowledged while a handling failed, until that message
-    comes again (resent after the ack timeout, or after a new hello) and is handled. Handlers that end together get
-    one ack, for the latest."""
-
-    def __init__(self, send: Callable[[bytes, int], None]) -> None:
-        self._send = send
-        self._queues: dict[bytes, deque[tuple[int, asyncio.Task[None]]]] = {}
-        self._failed: dict[bytes, set[int]] = {}  # per executor: seqs whose handling failed
-
-    def add(self, identity: bytes, seq: int, task: asyncio.Task[None]) -> None:
-        queue = self._queues.setdefault(identity, deque())
-        queue.append((seq, task))
-        task.add_done_callback(lambda _: self._settle(identity, queue))
-
-    def clear(self) -> None:
-        self._queues.clear()
-        self._failed.clear()
-
-    def reset(self, identity: bytes) -> None:
-        """The executor said hello: it sends every unacknowledged message again, failed ones included."""
-        self._failed.pop(identity, None)
-
-    def _settle(self, identity: bytes, queue: deque[tuple[int, asyncio.Task[None]]]) -> None:
-        if self._queues.get(identity) is not queue:
-            return  # from before clear(): a new term acknowledges only what it handled itself
-        failed = self._failed.setdefault(identity, set())
-        ack = None
-        while queue and queue[0][1].done():
-            seq, task = queue.popleft()
-            if _handled(task, seq):
-                failed.discard(seq)
-                if not failed:
-                    ack = seq
-            else:
-                failed.add(seq)
-        if ack is not None:
-            self._send(identity, ack)
-
-
-def _handled(task: asyncio.Task[None], seq: int) -> bool:
-    if task.cancelled():
-        return False
-    exc = task.exception()
-    if exc is None:
-        return True
-    if isinstance(exc, UnavailableError):  # the term ended under it: expected, and the next leader gets it
-        log.warning("result not handled seq=%d: %s", seq, exc)
-    else:  # a task boundary: log, and leave the message unacknowledged so it comes again
-        log.error("result handling failed seq=%d", seq, exc_info=exc)
-    return False
 
 
 async def _first(*events: asyncio.Event) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.chaos.figures import Figures, append, details, figures_file, table
+from tests.chaos.support import HISTORY
 
 _ROWS = pytest.StashKey[list[Figures]]()
 _TRUNCATED = pytest.StashKey[bool]()
@@ -30,6 +31,26 @@ class FigureSheet:
 
 def msgspec_fields(row: Figures) -> dict[str, object]:
     return {f: getattr(row, f) for f in row.__struct_fields__}
+
+
+@pytest.fixture(autouse=True)
+def _clients_closed(closed_clients: None) -> None:
+    """See tests/conftest.py: closed_clients."""
+
+
+@pytest.fixture(params=["consul", "postgresql"])
+def history_store(request: pytest.FixtureRequest) -> Iterator[tuple[str, ...]]:
+    """The test runs once per history store: its schedulers' arguments for it. With PostgreSQL (a new database on
+    the session's cluster), finished records move there 1 s after they end, so moves overlap the faults, and the
+    test reads its records from both places (support.all_executions)."""
+    if request.param == "consul":
+        yield ()
+        return
+    HISTORY.dsn = request.getfixturevalue("postgres_dsn")
+    try:
+        yield ("--history-store", HISTORY.dsn, "--history-settle", "1s")
+    finally:
+        HISTORY.dsn = ""
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import re
 import time
 from collections import Counter, defaultdict
@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
+import psycopg
 
 from cronbus.common.consul import keys
 from cronbus.common.consul.store import Store, decode
+from cronbus.common.errors import CorruptRecordError
 from cronbus.common.models import Execution, Job, LeaderInfo, execution_id, now_utc
 from cronbus.common.schedule import slots_between
 from tests.chaos.figures import Detail, Figures
@@ -55,15 +57,56 @@ async def hold_until(instant: datetime, what: str) -> None:
     await hold(max(0.0, (instant - now_utc()).total_seconds()), what)
 
 
-async def all_executions(store: Store) -> dict[str, list[Execution]]:
-    """Every execution record of every job, read in one call, by job name."""
+@dataclass
+class HistoryUnderTest:
+    """The history store the running test's schedulers use: `dsn` "" is Consul alone; else a PostgreSQL database
+    that finished records move to (set by the `history_store` fixture, tests/chaos/conftest.py)."""
+
+    dsn: str = ""
+
+
+HISTORY: Final = HistoryUnderTest()
+
+
+def history_label(scheduler_args: tuple[str, ...]) -> str:
+    """How a figure's name says which history store its test ran on (nothing for Consul's, the default)."""
+    return ", PostgreSQL history" if "--history-store" in scheduler_args else ""
+
+
+async def _moved_records() -> list[Execution]:
+    if not HISTORY.dsn:
+        return []
+    async with await psycopg.AsyncConnection.connect(HISTORY.dsn, autocommit=True) as conn:
+        if (await (await conn.execute("SELECT to_regclass('cronbus_executions')")).fetchone()) == (None,):
+            return []  # no record moved yet: the keeper makes the table on its first write
+        rows = await (await conn.execute("SELECT record::text FROM cronbus_executions")).fetchall()
+    return [msgspec.json.decode(text, type=Execution) for (text,) in rows]
+
+
+async def moved_count() -> int:
+    """How many records are in the PostgreSQL history store under test (0 with Consul's)."""
+    return len(await _moved_records())
+
+
+async def all_executions(store: Store, *, skip: frozenset[str] = frozenset()) -> dict[str, list[Execution]]:
+    """Every execution record of every job, by job name: Consul's in one call, then (with a PostgreSQL history
+    store) those moved there, each record once. Consul is read first, so a record moved in between (written to
+    PostgreSQL, then deleted from Consul) is found in PostgreSQL. An unreadable one fails the test, unless its key
+    is in `skip` (written so on purpose)."""
     _, entries = await store.consul.kv_list(keys.EXECUTIONS)
-    by_job: dict[str, list[Execution]] = defaultdict(list)
+    found: dict[tuple[str, str], Execution] = {}
     for entry in entries:
         try:
-            record = decode(Execution, entry.value)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise AssertionError(f"unreadable execution record {entry.key}: {exc}") from None
+            record = decode(Execution, entry.value, entry.key)
+        except CorruptRecordError as exc:
+            if entry.key in skip:
+                continue
+            raise AssertionError(str(exc)) from None
+        found[record.job_name, record.id] = record
+    for record in await _moved_records():
+        found.setdefault((record.job_name, record.id), record)
+    by_job: dict[str, list[Execution]] = defaultdict(list)
+    for record in found.values():
         by_job[record.job_name].append(record)
     return by_job
 
@@ -113,6 +156,33 @@ class SlotTally:
         if len(self.examples) < 12:
             self.examples.append(text)
 
+    def account(self, slot: str, found: list[Execution], ran: int) -> None:
+        """One expected slot (`slot` names it), its records, and how many times executors started it."""
+        self.expected += 1
+        if ran > 1:
+            self.duplicated += ran - 1
+            self.note(f"{slot} started {ran} times")
+        if len(found) > 1:
+            self.duplicated += len(found) - 1
+            self.note(f"{slot} has {len(found)} records")
+        if not found:
+            self.lost += 1
+            self.note(f"{slot} has no record" + (f" (started {ran}x)" if ran else ""))
+            return
+        record = found[0]
+        if record.status in OPEN:
+            self.unfinished += 1
+            self.lost += 1
+            self.note(f"{slot} still {record.status} on {record.node_name or '-'}")
+        elif record.status in NOT_RUN:
+            self.missed += 1
+            self.missed_reasons[_reason_kind(record.reason)] += 1
+            if ran:
+                self.ran_but_missed += 1
+                self.note(f"{slot} recorded {record.status} but started {ran}x")
+        else:
+            self.executed += 1
+
     def problems(self) -> str:
         return "; ".join(self.examples)
 
@@ -133,32 +203,7 @@ def tally_slots(
             if record.attempt == 1 and not record.manual and since < record.scheduled_at <= until:
                 by_slot[record.scheduled_at].append(record)
         for slot in expected:
-            tally.expected += 1
-            found = by_slot.pop(slot, [])
-            ran = started[execution_id(job.name, slot, 1)]
-            if ran > 1:
-                tally.duplicated += ran - 1
-                tally.note(f"{job.name}@{slot.time()} started {ran} times")
-            if len(found) > 1:
-                tally.duplicated += len(found) - 1
-                tally.note(f"{job.name}@{slot.time()} has {len(found)} records")
-            if not found:
-                tally.lost += 1
-                tally.note(f"{job.name}@{slot.time()} has no record" + (f" (started {ran}x)" if ran else ""))
-                continue
-            record = found[0]
-            if record.status in OPEN:
-                tally.unfinished += 1
-                tally.lost += 1
-                tally.note(f"{job.name}@{slot.time()} still {record.status} on {record.node_name or '-'}")
-            elif record.status in NOT_RUN:
-                tally.missed += 1
-                tally.missed_reasons[_reason_kind(record.reason)] += 1
-                if ran:
-                    tally.ran_but_missed += 1
-                    tally.note(f"{job.name}@{slot.time()} recorded {record.status} but started {ran}x")
-            else:
-                tally.executed += 1
+            tally.account(f"{job.name}@{slot.time()}", by_slot.pop(slot, []), started[execution_id(job.name, slot, 1)])
         for slot, found in by_slot.items():
             tally.unexpected += len(found)
             tally.duplicated += len(found)
@@ -171,9 +216,11 @@ def _reason_kind(reason: str) -> str:
     return re.sub(r"\d{4}-\d\d-\d\dT[\d:.+]+", "<t>", reason)
 
 
-async def settled(store: Store, jobs: list[Job], since: datetime, until: datetime) -> bool:
-    """True once every slot of the window has a finished record."""
-    records = await all_executions(store)
+async def settled(
+    store: Store, jobs: list[Job], since: datetime, until: datetime, skip: frozenset[str] = frozenset()
+) -> bool:
+    """True once every slot of the window has a finished record (`skip`: see all_executions)."""
+    records = await all_executions(store, skip=skip)
     tally = tally_slots(jobs, records, Counter(), since, until)
     return tally.lost == 0
 
@@ -210,14 +257,22 @@ async def wait_running(store: Store, jobs: list[Job], runs: int = 2, timeout_s: 
     await async_wait_until(running, timeout_s=timeout_s, interval_s=0.5, what=f"{len(jobs)} jobs running")
 
 
-async def settle(store: Store, jobs: list[Job], since: datetime, until: datetime, timeout_s: float = 20.0) -> None:
+async def settle(
+    store: Store,
+    jobs: list[Job],
+    since: datetime,
+    until: datetime,
+    timeout_s: float = 20.0,
+    skip: frozenset[str] = frozenset(),
+) -> None:
     """Waits (bounded) until every slot of the window is accounted for; what is not by then counts as lost."""
 
-    async def done() -> bool:
-        return await settled(store, jobs, since, until)
-
-    with contextlib.suppress(AssertionError):
-        await async_wait_until(done, timeout_s=timeout_s, interval_s=1.0, what="every slot accounted for")
+    deadline = time.monotonic() + timeout_s
+    # Not async_wait_until: its timeout is an AssertionError, and so is an unreadable record, which must fail.
+    while time.monotonic() < deadline:
+        if await settled(store, jobs, since, until, skip):
+            return
+        await asyncio.sleep(1.0)
 
 
 def slot_figures(fault: str, tally: SlotTally, **details: Detail) -> Figures:

@@ -113,22 +113,14 @@ async def test_bad_jobs_end_with_a_clear_record_and_bounded_memory(
         daemon_alive = pids["daemon"].exists() and pid_alive(int(pids["daemon"].read_text()))
         background_alive = pids["background"].exists() and pid_alive(int(pids["background"].read_text()))
         stubborn_alive = pids["stubborn"].exists() and pid_alive(int(pids["stubborn"].read_text()))
+        survivors: dict[str, dict[str, bool]] = {
+            "daemon": {"setsid_daemon_survives": daemon_alive, "background_child_survives": background_alive},
+            "stubborn": {"still_running_after": stubborn_alive},
+        }
         for case in cases:
             record = results[case.name]
             good = record is not None and checks[case.name](record)
-            details: dict[str, int | float | str | bool] = {
-                "status": record.status if record is not None else "never finished",
-                "reason": record.reason if record is not None else "",
-                "executor_rss_growth_mib": growth_mib,
-            }
-            if record is not None:
-                details["output_chars"] = len(record.output)
-                details["seconds"] = _seconds(record)
-            if case.name == "daemon":
-                details["setsid_daemon_survives"] = daemon_alive
-                details["background_child_survives"] = background_alive
-            if case.name == "stubborn":
-                details["still_running_after"] = stubborn_alive
+            details = {**_details(record, growth_mib), **survivors.get(case.name, {})}
             figures.add(
                 Figures(
                     fault=f"bad job: {case.what}",
@@ -160,6 +152,18 @@ async def test_bad_jobs_end_with_a_clear_record_and_bounded_memory(
             with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
                 os.kill(int(path.read_text()), signal.SIGKILL)
         await store.consul.close()
+
+
+def _details(record: Execution | None, growth_mib: float) -> dict[str, int | float | str | bool]:
+    details: dict[str, int | float | str | bool] = {
+        "status": record.status if record is not None else "never finished",
+        "reason": record.reason if record is not None else "",
+        "executor_rss_growth_mib": growth_mib,
+    }
+    if record is not None:
+        details["output_chars"] = len(record.output)
+        details["seconds"] = _seconds(record)
+    return details
 
 
 def _seconds(record: Execution) -> float:

@@ -1,5 +1,5 @@
 """SIGSTOP the Consul agent for 15 s, then resume it: no cronbus process dies, the leader steps down, dispatching
-resumes, and the slots of the gap are run or recorded per misfire_policy (semantics §4) — none silently lost."""
+resumes, and the slots of the gap are run or recorded per misfire_policy (docs/semantics.md §4) — none silently lost."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Kill -9 an executor in the middle of several runs: each becomes failed "executor lost" within the heartbeat
-timeout and is retried on another executor (semantics §3.5); nothing the dead executor started keeps running
+timeout and is retried on another executor (docs/semantics.md §3.5); nothing the dead executor started keeps running
 beside its retry."""
 
 from __future__ import annotations

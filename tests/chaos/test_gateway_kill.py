@@ -11,7 +11,7 @@ import httpx
 import msgspec
 
 from cronbus.common.consul.agent import DevAgent
-from cronbus.common.consul.store import Store
+from cronbus.common.consul.store import Store, StoredJob
 from cronbus.common.errors import ValidationError
 from cronbus.common.models import now_utc
 from cronbus.common.validation import validate_job
@@ -44,6 +44,25 @@ def _body(name: str, writer: int) -> dict[str, Any]:
 
 def _matches(stored: dict[str, Any], body: dict[str, Any]) -> bool:
     return all(stored.get(key) == value for key, value in body.items())
+
+
+def _audit(stored: list[StoredJob], bodies: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[str]]:
+    """The stored jobs that are half written (do not decode or validate), and those that match no body sent."""
+    half_written: list[str] = []
+    unknown: list[str] = []
+    for entry in stored:
+        if entry.job is None:
+            half_written.append(f"{entry.name}: {entry.problem}")
+            continue
+        try:
+            validate_job(entry.job, existing=entry.job, now=now_utc())
+        except ValidationError as exc:
+            half_written.append(f"{entry.name}: {exc}")
+            continue
+        as_dict = msgspec.to_builtins(entry.job)
+        if sum(_matches(as_dict, body) for body in bodies.get(entry.name, [])) != 1:
+            unknown.append(entry.name)
+    return half_written, unknown
 
 
 async def test_gateway_killed_during_writes_leaves_no_half_written_job(
@@ -97,20 +116,7 @@ async def test_gateway_killed_during_writes_leaves_no_half_written_job(
         assert killed.is_set(), "the gateway was never killed"
 
         _, stored = await store.list_jobs()
-        half_written: list[str] = []
-        unknown: list[str] = []
-        for entry in stored:
-            if entry.job is None:
-                half_written.append(f"{entry.name}: {entry.problem}")
-                continue
-            try:
-                validate_job(entry.job, existing=entry.job, now=now_utc())
-            except ValidationError as exc:
-                half_written.append(f"{entry.name}: {exc}")
-                continue
-            as_dict = msgspec.to_builtins(entry.job)
-            if sum(_matches(as_dict, body) for body in bodies.get(entry.name, [])) != 1:
-                unknown.append(entry.name)
+        half_written, unknown = _audit(stored, bodies)
         stored_names = {entry.name for entry in stored}
         lost_acked = sorted({name for name, _ in acked if name not in stored_names})
         figures.add(

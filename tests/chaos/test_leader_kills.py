@@ -1,5 +1,5 @@
 """Kill -9 the leader scheduler every 10 s while jobs fire every second on 3 executors (50 jobs, 200 with
-CRONBUS_CHAOS_FULL=1): every (job, slot) runs exactly once or has a missed record (semantics §3, §4). 30 s of
+CRONBUS_CHAOS_FULL=1): every (job, slot) runs exactly once or has a missed record (docs/semantics.md §3, §4). 30 s of
 faults by default; CRONBUS_CHAOS_FULL=1 runs the 2-minute version."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tests.chaos.conftest import FigureSheet
 from tests.chaos.support import (
     all_executions,
     hold_until,
+    moved_count,
     new_leader,
     settle,
     slot_figures,
@@ -25,6 +26,9 @@ from tests.chaos.support import (
     starts,
     tally_slots,
     wait_leader,
+)
+from tests.chaos.support import (
+    history_label as on,
 )
 from tests.helpers import Cluster, ServiceProcess, async_wait_until
 from tests.integration.scheduling import client, executor_joined, finished, put_job
@@ -42,14 +46,15 @@ EXECUTOR_ARGS = ("--capacity", "64", "--log-level", "info")
 @pytest.mark.slow
 @pytest.mark.timeout(600 if FULL else 300)
 async def test_leader_killed_every_10s_under_load(
-    cluster: Cluster, fresh_consul: DevAgent, figures: FigureSheet
+    cluster: Cluster, fresh_consul: DevAgent, figures: FigureSheet, history_store: tuple[str, ...]
 ) -> None:
     store = Store(client(fresh_consul))
+    args = (*SCHEDULER_ARGS, *history_store)
     try:
-        schedulers: dict[str, ServiceProcess] = {"s1": cluster.scheduler(*SCHEDULER_ARGS, name="s1")}
+        schedulers: dict[str, ServiceProcess] = {"s1": cluster.scheduler(*args, name="s1")}
         await wait_leader(store)
         for name in ("s2", "s3"):
-            schedulers[name] = cluster.scheduler(*SCHEDULER_ARGS, name=name)
+            schedulers[name] = cluster.scheduler(*args, name=name)
         executors = [cluster.executor(*EXECUTOR_ARGS, name=f"e{i}") for i in (1, 2, 3)]
         await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="an executor")
         jobs: list[Job] = [
@@ -77,7 +82,7 @@ async def test_leader_killed_every_10s_under_load(
             takeovers.append(time.monotonic() - killed_at)
             # Restarted once the standby leads: a restart within the lock TTL keeps the dead leader's
             # session alive (see test_restart_within_ttl.py).
-            schedulers[current.name] = cluster.scheduler(*SCHEDULER_ARGS, name=current.name)
+            schedulers[current.name] = cluster.scheduler(*args, name=current.name)
         fault_end = fault_start + timedelta(seconds=FAULT_S)
         await hold_until(fault_end, "the end of the fault period")
 
@@ -87,14 +92,17 @@ async def test_leader_killed_every_10s_under_load(
         records = await all_executions(store)
         tally = tally_slots(jobs, records, starts(executors), since, until)
         stale = await stale_running_ids(store)
+        moved = await moved_count()
+        assert moved or not history_store, "records moved to PostgreSQL while the faults went on"
         figures.add(
             slot_figures(
-                f"leader kill -9 every 10 s ({len(takeovers)} kills, {JOBS} jobs/s, 3 executors)",
+                f"leader kill -9 every 10 s ({len(takeovers)} kills, {JOBS} jobs/s, 3 executors){on(history_store)}",
                 tally,
                 fault_s=FAULT_S,
                 takeover_max_s=max(takeovers),
                 takeover_mean_s=statistics.mean(takeovers),
                 stale_running_ids=len(stale),
+                moved_to_postgresql=moved,
             )
         )
         assert tally.expected >= JOBS * (FAULT_S - 2)

@@ -1,5 +1,5 @@
 """SIGSTOP the leader past its lease under load, resume it: it never launches or dispatches once a new leader
-exists (semantics §3.2), and every slot of the period still runs once or is recorded missed."""
+exists (docs/semantics.md §3.2), and every slot of the period still runs once or is recorded missed."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tests.chaos.support import (
     hold,
     leader,
     load_jobs,
+    moved_count,
     new_leader,
     settle,
     slot_figures,
@@ -24,6 +25,9 @@ from tests.chaos.support import (
     tally_slots,
     wait_leader,
     wait_running,
+)
+from tests.chaos.support import (
+    history_label as on,
 )
 from tests.helpers import Cluster, ServiceProcess, async_wait_until
 from tests.integration.scheduling import client, executor_joined
@@ -33,14 +37,14 @@ ARGS = ("--history-limit", "100000", "--log-level", "info")
 
 
 async def test_paused_leader_never_dispatches_after_a_new_leader(
-    cluster: Cluster, fresh_consul: DevAgent, figures: FigureSheet
+    cluster: Cluster, fresh_consul: DevAgent, figures: FigureSheet, history_store: tuple[str, ...]
 ) -> None:
     store = Store(client(fresh_consul))
     paused: ServiceProcess | None = None
     try:
-        schedulers = {"s1": cluster.scheduler(*ARGS, name="s1")}
+        schedulers = {"s1": cluster.scheduler(*ARGS, *history_store, name="s1")}
         await wait_leader(store)
-        schedulers["s2"] = cluster.scheduler(*ARGS, name="s2")
+        schedulers["s2"] = cluster.scheduler(*ARGS, *history_store, name="s2")
         executors = [cluster.executor("--capacity", "64", "--log-level", "info", name=f"e{i}") for i in (1, 2)]
         await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="an executor")
         jobs = await load_jobs(store, "paused", JOBS)
@@ -76,11 +80,14 @@ async def test_paused_leader_never_dispatches_after_a_new_leader(
         started = starts(executors)
         late_started = [r.id for r in late if started[r.id]]
         stale_refusals = sum(p.log().count("stale term") for p in executors)
+        moved = await moved_count()
+        assert moved or not history_store, "records moved to PostgreSQL while the faults went on"
         figures.add(
             slot_figures(
-                f"leader SIGSTOP past its lease, resumed ({JOBS} jobs/s)",
+                f"leader SIGSTOP past its lease, resumed ({JOBS} jobs/s){on(history_store)}",
                 tally,
                 late_launches_by_old_term=len(late),
+                moved_to_postgresql=moved,
                 late_runs_started=len(late_started),
                 stale_term_refusals=stale_refusals,
             )

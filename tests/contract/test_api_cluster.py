@@ -7,18 +7,23 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import httpx
 import pytest
 
 from cronbus.common.consul import keys
+from cronbus.common.consul.agent import free_port
 from cronbus.common.consul.catalog import Registration
 from cronbus.common.consul.client import ConsulClient
 from cronbus.common.consul.store import Store
+from cronbus.common.consul.view import JobView
+from cronbus.common.settings import ConsulSettings, GatewaySettings
+from cronbus.services.gateway.service import GatewayService
 from tests.contract.test_api_executions import FakeLeader
 from tests.contract.test_api_jobs import NODE, create, gateway_client, job_body
-from tests.helpers import Cluster, wait_until
+from tests.helpers import Cluster, async_wait_until, wait_until
 
 
 @pytest.fixture
@@ -60,10 +65,10 @@ async def registered(consul: ConsulClient) -> AsyncIterator[list[Registration]]:
 async def test_health_reports_consul_and_the_leader(api: httpx.AsyncClient, consul: ConsulClient) -> None:
     response = await api.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "healthy", "consul": "ok", "leader": ""}
+    assert response.json() == {"status": "healthy", "consul": "ok"}
     fake = await FakeLeader(consul).start()
     try:
-        assert (await api.get("/health")).json()["leader"] == "fake"
+        assert (await api.get("/health")).json()["leader_name"] == "fake"
     finally:
         await fake.stop()
 
@@ -151,16 +156,54 @@ async def test_leave_answers_the_members_then_stops(consul: ConsulClient) -> Non
         await asyncio.wait_for(left.wait(), 5)
 
 
+NOT_PAUSED: Final = {"paused": False, "note": "", "paused_by": "", "paused_at": None}
+
+
 async def test_pause_is_cluster_wide_in_consul(api: httpx.AsyncClient, consul: ConsulClient) -> None:
-    assert (await api.get("/v1/pause")).json() == {"paused": False}
-    assert (await api.post("/v1/pause")).json() == {"paused": True}
+    assert (await api.get("/v1/pause")).json() == NOT_PAUSED
+    paused = (await api.post("/v1/pause")).json()  # Dkron's form: no body
+    assert (paused["paused"], paused["note"], paused["paused_by"]) == (True, "", "")
     assert await Store(consul).get_pause() is True
     # Another gateway sees it.
     async with gateway_client(consul) as other:
-        assert (await other.get("/v1/pause")).json() == {"paused": True}
+        assert (await other.get("/v1/pause")).json() == paused
         assert (await other.post("/v1/jobs", json=job_body())).status_code == 503
-    assert (await api.post("/v1/unpause")).json() == {"paused": False}
+    assert (await api.post("/v1/unpause")).json() == NOT_PAUSED
     assert await Store(consul).get_pause() is False
+
+
+async def test_pause_keeps_a_note_who_and_when_until_unpaused(api: httpx.AsyncClient, consul: ConsulClient) -> None:
+    before = datetime.now(UTC)
+    body = {"note": "  Consul upgrade, back at 15:00  ", "paused_by": "Ana (ops)"}
+    response = await api.post("/v1/pause", json=body)
+    assert response.status_code == 200, response.text
+    paused = response.json()
+    expected = (True, "Consul upgrade, back at 15:00", "Ana (ops)")
+    assert (paused["paused"], paused["note"], paused["paused_by"]) == expected
+    when = datetime.fromisoformat(paused["paused_at"].replace("Z", "+00:00"))
+    assert before - timedelta(seconds=1) <= when <= datetime.now(UTC) + timedelta(seconds=1)
+    # Stored with the pause state: every gateway's GET answers it.
+    async with gateway_client(consul) as other:
+        assert (await other.get("/v1/pause")).json() == paused
+    # As query parameters (the query wins over the body), and pausing again replaces the note.
+    again = (await api.post("/v1/pause", params={"note": "disk full", "paused_by": "bo"}, json=body)).json()
+    assert (again["note"], again["paused_by"]) == ("disk full", "bo")
+    assert (await api.get("/v1/pause")).json() == again
+    for bad in (b"{not json", b'{"note": 5}', b'{"reason": "x"}', b"[]"):
+        response = await api.post("/v1/pause", content=bad, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, (bad, response.text)
+    assert (await api.post("/v1/pause", json={"note": "x" * 1001})).status_code == 400
+    assert (await api.post("/v1/pause", params={"paused_by": "y" * 201})).status_code == 400
+    assert (await api.get("/v1/pause")).json() == again, "a refused pause changes nothing"
+    assert (await api.post("/v1/unpause")).json() == NOT_PAUSED
+    assert (await api.get("/v1/pause")).json() == NOT_PAUSED
+
+
+async def test_a_pause_stored_before_the_note_existed_still_reads(api: httpx.AsyncClient, consul: ConsulClient) -> None:
+    await consul.kv_put(keys.PAUSE, b'{"paused":true}')
+    assert (await api.get("/v1/pause")).json() == {**NOT_PAUSED, "paused": True}
+    assert (await api.post("/v1/jobs", json=job_body())).status_code == 503
+    await api.post("/v1/unpause")
 
 
 async def test_metrics_count_requests_by_route_and_status(api: httpx.AsyncClient) -> None:
@@ -213,7 +256,7 @@ def test_a_real_gateway_process_serves_the_api(cluster: Cluster) -> None:
     assert headers["x-whom"] == "g1" and headers["location"] == "/v1/jobs/real"
     status, headers, body = _call(f"{url}/v1/jobs")
     assert status == 200 and headers["x-total-count"] == "1" and json.loads(body)[0]["name"] == "real"
-    wait_until(lambda: json.loads(_call(f"{url}/health")[2])["leader"] == "s1", timeout_s=20, what="a leader")
+    wait_until(lambda: json.loads(_call(f"{url}/health")[2]).get("leader_name") == "s1", timeout_s=20, what="a leader")
     status, _, body = _call(f"{url}/v1/leader")
     assert status == 200 and json.loads(body)["Name"] == "s1"
     members = {m["Name"]: m for m in json.loads(_call(f"{url}/v1/members")[2])}
@@ -232,14 +275,14 @@ def test_a_real_cluster_runs_a_job_created_with_runoncreate(cluster: Cluster) ->
     cluster.executor(name="e1")
     _, url = cluster.gateway(name="g1")
     wait_until(lambda: _healthy(url), timeout_s=20, what="gateway healthy")
-    wait_until(lambda: json.loads(_call(f"{url}/health")[2])["leader"] == "s1", timeout_s=20, what="a leader")
+    wait_until(lambda: json.loads(_call(f"{url}/health")[2]).get("leader_name") == "s1", timeout_s=20, what="a leader")
     body = job_body("hello", schedule="@manually", executor_config={"command": "echo hello from cronbus"})
 
     def created() -> bool:
-        # 503 until the executor has joined the leader ("no executor matches tags"): retry until it has.
-        status, _, text = _call(f"{url}/v1/jobs?runoncreate", "POST", body)
-        assert status in (201, 503), text
-        return status == 201
+        # Stored (201) at once; not run, and the warning says why, until the executor has joined the leader.
+        status, headers, text = _call(f"{url}/v1/jobs?runoncreate", "POST", body)
+        assert status == 201, text
+        return "x-cronbus-warning" not in headers
 
     wait_until(created, timeout_s=20, what="job created and run")
 
@@ -288,3 +331,49 @@ def test_a_real_cluster_streams_a_running_execution(cluster: Cluster) -> None:
     ]
     assert "".join(outputs) == "one\ntwo\n"
     assert text.rstrip().endswith('"status":"success","exit_code":0}')
+
+
+async def test_a_gateway_whose_job_view_crashed_stops_serving_reads_and_ends(
+    consul: ConsulClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crashed view (an injected fault: its run() raises) must not go on answering from what it last saw: reads
+    that need it answer 503, /health names the crash, and the gateway process ends with an error."""
+    port = free_port()
+    settings = GatewaySettings(node_name="crash", port=port, consul=ConsulSettings(addr=consul.address))
+    crash = asyncio.Event()
+    real_run = JobView.run
+
+    async def crashing_run(self: JobView, stop: asyncio.Event, *, statuses: bool = True) -> None:
+        runner = asyncio.create_task(real_run(self, stop, statuses=statuses))
+        await crash.wait()
+        runner.cancel()
+        raise RuntimeError("injected fault in the job view")
+
+    monkeypatch.setattr(JobView, "run", crashing_run)
+    async with gateway_client(consul) as api:  # the app alone: reads refuse once the view is gone
+        await async_wait_until(lambda: _answers(api, "/v1/jobs", 200), timeout_s=20, what="the view loaded")
+        crash.set()
+        await async_wait_until(lambda: _answers(api, "/v1/jobs", 503), timeout_s=20, what="reads refused")
+        assert (await api.get("/v1/jobs/anything")).status_code == 503
+        health = await api.get("/health")
+        assert health.status_code == 503 and "injected fault" in health.json()["problem"]
+    crash.clear()
+    service = asyncio.create_task(GatewayService(settings).run(asyncio.Event()))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as api:
+        await async_wait_until(lambda: _answers(api, "/v1/jobs", 200), timeout_s=20, what="the gateway serving")
+        crash.set()
+        await async_wait_until(lambda: service_done(service), timeout_s=20, what="the gateway ended")
+    with pytest.raises(ExceptionGroup) as ended:
+        await service
+    assert "the job view crashed: RuntimeError('injected fault in the job view')" in str(ended.value.exceptions)
+
+
+async def service_done(task: asyncio.Task[None]) -> bool:
+    return task.done()
+
+
+async def _answers(api: httpx.AsyncClient, path: str, status: int) -> bool:
+    try:
+        return (await api.get(path)).status_code == status
+    except httpx.HTTPError:
+        return False

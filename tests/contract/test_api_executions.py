@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -204,6 +205,65 @@ async def test_history_errors(api: httpx.AsyncClient) -> None:
     assert (response.status_code, response.text) == (404, "execution 'nope' of job 'job1' not found")
 
 
+async def test_a_search_across_jobs_filters_by_status_job_node_time_and_output(
+    api: httpx.AsyncClient, consul: ConsulClient
+) -> None:
+    for name in ("web", "db"):
+        await create(api, name)
+    runs = [
+        execution("web", 1, node_name="e1"),
+        execution("web", 2, node_name="e2", status="failed", success=False, output="ERROR: connection refused\n"),
+        execution("db", 3, node_name="e1", status="timeout", success=False, output="slow query\n"),
+        execution("db", 4, node_name="e2", status="killed", success=False),
+        execution("db", 5, node_name="e1", status="missed", success=False, output=""),
+    ]
+    for record in runs:
+        await put_execution(consul, record)
+
+    async def found(query: str) -> tuple[list[str], str]:
+        response = await api.get(f"/v1/executions?{query}")
+        assert response.status_code == 200, response.text
+        return [e["id"] for e in response.json()], response.headers["X-Total-Count"]
+
+    assert await found("") == (["db-5", "db-4", "db-3", "web-2", "web-1"], "5")
+    assert await found("status=failed,timeout,killed") == (["db-4", "db-3", "web-2"], "3")
+    assert await found("status=failed,timeout,killed&_start=1&_end=2") == (["db-3"], "3")
+    assert await found("status=failed&job=web") == (["web-2"], "1")
+    assert await found("node=e1") == (["db-5", "db-3", "web-1"], "3")
+    since, until = (T0 + timedelta(minutes=2)).isoformat(), (T0 + timedelta(minutes=4)).isoformat()
+    assert await found(f"since={quote(since)}&until={quote(until)}") == (["db-3", "web-2"], "2")
+    assert await found("q=Connection") == (["web-2"], "1")
+    assert await found("job=ghost") == ([], "0")
+    assert await found("_sort=started_at&_order=ASC&_end=2") == (["web-1", "web-2"], "5")
+    cut = (await api.get("/v1/executions?job=web&status=failed&output_size_limit=8")).json()[0]
+    assert (cut["output"], cut["output_truncated"]) == ("refused\n", True)
+    own = await api.get("/v1/jobs/db/executions?status=timeout,killed")
+    assert ([e["id"] for e in own.json()], own.headers["X-Total-Count"]) == (["db-4", "db-3"], "2")
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("status=failure", "status must be among pending, running, success, failed, killed, timeout, missed, skipped,"
+                           " not 'failure'"),
+        ("since=yesterday", "since must be an RFC 3339 time like 2026-12-01T00:00:00Z, not 'yesterday'"),
+        ("until=2026-12-01T00:00:00",
+         "until '2026-12-01T00:00:00' has no time zone: add Z or an offset such as +01:00"),
+        ("_start=0&_end=5000", "a search returns at most 1000 executions a page: _end - _start is 5000"),
+        ("_sort=output", "_sort must be one of started_at, finished_at, attempt, not 'output'"),
+        ("_order=up", "_order must be ASC or DESC, not 'up'"),
+        ("q=" + "x" * 1001, "q is 1001 characters: a search looks for at most 1000"),
+    ],
+)  # fmt: skip
+async def test_a_bad_search_says_what_is_wrong(api: httpx.AsyncClient, query: str, error: str) -> None:
+    response = await api.get(f"/v1/executions?{query}")
+    assert (response.status_code, response.text) == (400, error)
+    if query.startswith("status"):
+        await create(api, "job1")
+        own = await api.get(f"/v1/jobs/job1/executions?{query}")
+        assert (own.status_code, own.text) == (400, error)
+
+
 async def test_delete_executions_resets_counters_but_not_what_runs(
     api: httpx.AsyncClient, consul: ConsulClient
 ) -> None:
@@ -212,7 +272,9 @@ async def test_delete_executions_resets_counters_but_not_what_runs(
     for job in ("backup", "backup-db"):
         await put_execution(consul, execution(job, 1))
     slot = T0 + timedelta(hours=1)
-    status = JobStatus(success_count=4, error_count=2, last_success=T0, status="failed", running=["x"], last_slot=slot)
+    why = "disabled after 3 failed runs in a row"
+    status = JobStatus(success_count=4, error_count=2, last_success=T0, status="failed", running=["x"], started=["x"],
+                       last_slot=slot, failed_in_a_row=2, disabled_reason=why)  # fmt: skip
     await put_status(consul, "backup", status)
     response = await api.delete("/v1/jobs/backup/executions")
     assert response.status_code == 200
@@ -220,7 +282,8 @@ async def test_delete_executions_resets_counters_but_not_what_runs(
     assert (job["success_count"], job["error_count"], job["last_success"]) == (0, 0, None)
     assert job["status"] == "running"  # still running
     stored, _ = await Store(consul).get_status("backup")
-    assert (stored.running, stored.last_slot, stored.status) == (["x"], slot, "")
+    assert (stored.running, stored.started, stored.last_slot, stored.status) == (["x"], ["x"], slot, "")
+    assert (stored.disabled_reason, stored.failed_in_a_row) == (why, 0)  # why it is disabled is not history
     assert (await api.get("/v1/jobs/backup/executions")).json() == []
     assert (await api.get("/v1/jobs/backup-db/executions")).headers["x-total-count"] == "1"
     assert (await api.delete("/v1/jobs/ghost/executions")).status_code == 404
@@ -396,3 +459,23 @@ def test_chunks_already_in_the_snapshot_are_not_repeated() -> None:
     assert unseen("xyz", ["q"]) == ["q"]
     assert unseen("", ["a"]) == ["a"]
     assert unseen("abc", []) == []
+
+
+async def test_an_unreadable_execution_record_costs_only_itself(api: httpx.AsyncClient, consul: ConsulClient) -> None:
+    """Decoded at the store's edge into the project's errors: the record answers 409 naming its key and why (a
+    msgspec error leaked as a 400 "bad input" before), the list goes on without it, /health names it. A status
+    outside the known ones is such a record too (the field is typed)."""
+    await create(api, "job1")
+    await put_execution(consul, execution("job1", 1))
+    await consul.kv_put(keys.execution("job1", "job1-2"), b'{"id": "job1-2", "job_name": 5}')
+    await consul.kv_put(keys.execution("job1", "job1-3"), b'{"id": "job1-3", "job_name": "job1", "status": "exploded"}')
+    shown = await api.get("/v1/jobs/job1/executions/job1-2")
+    assert shown.status_code == 409
+    assert shown.text.startswith("unreadable record cronbus/executions/job1/job1-2: not a valid Execution: ")
+    unknown_status = await api.get("/v1/jobs/job1/executions/job1-3")
+    assert unknown_status.status_code == 409
+    assert "Invalid enum value 'exploded'" in unknown_status.text
+    listed = await api.get("/v1/jobs/job1/executions")
+    assert [e["id"] for e in listed.json()] == ["job1-1"]
+    health = (await api.get("/health")).json()
+    assert any(line.startswith("cronbus/executions/job1/job1-2: ") for line in health["unreadable_records"])

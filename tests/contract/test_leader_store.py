@@ -4,16 +4,21 @@ launches are recognised when replayed, and a status changed by someone else is r
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
+import consul.exceptions as consul_exceptions
 import msgspec
 import pytest
 
 from cronbus.common.consul import keys
-from cronbus.common.consul.client import MAX_TXN_OPS, ConsulClient, KVEntry, TxnError, TxnOp
+from cronbus.common.consul.agent import DevAgent
+from cronbus.common.consul.client import MAX_TXN_OPS, ConsulClient, KVEntry, TxnError, TxnOp, status_of
 from cronbus.common.consul.lock import LeaderLock, LeaseKeeper
 from cronbus.common.consul.store import Store
+from cronbus.common.errors import ConsulError
 from cronbus.common.models import Execution, JobStatus
 from cronbus.services.scheduler import ledger as ledger_module
 from cronbus.services.scheduler.ledger import Ledger, Unit
@@ -208,8 +213,8 @@ async def test_settled_waits_for_the_units_submitted_before_it_only(
     await lock.release()
 
 
-def _record(exec_id: str) -> Execution:
-    return Execution(id=exec_id, job_name="job1", scheduled_at=SLOT, status="pending")
+def _record(exec_id: str, job: str = "job1") -> Execution:
+    return Execution(id=exec_id, job_name=job, scheduled_at=SLOT, status="pending")
 
 
 def _add(exec_id: str):  # type: ignore[no-untyped-def]
@@ -250,3 +255,94 @@ async def test_ledger_commits_detects_replays_and_is_fenced(consul: ConsulClient
     assert [k.rsplit("/", 1)[1] for k in keys_now] == ["e1", "e2", "e3", "e4"]
     await runner
     await lock.release()
+
+
+async def test_a_job_named_fence_is_a_job_not_the_fence(consul: ConsulClient) -> None:
+    """The fence operation's owner is a marker of its own type: a conflict on the status of a job named "fence"
+    (its counters reset by DELETE /v1/jobs/fence/executions) is read again and applied, and the ledger goes on.
+    It was taken for the fence failing once: the ledger stopped, and no job recorded a run again."""
+    lock = await _lock(consul, "fence-owner")
+    assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
+    store = Store(consul)
+    ledger = Ledger(store, lock.session, {})
+    runner = asyncio.create_task(ledger.run())
+    assert await ledger.submit(Unit(create=[_record("f1", job="fence")], status={"fence": [_add("f1")]})) == (
+        "committed"
+    )
+    await store.update_status("fence", lambda s: msgspec.structs.replace(s, success_count=0))  # the reset
+    unit = Unit(create=[_record("f2", job="fence")], status={"fence": [_add("f2")]})
+    assert await ledger.submit(unit) == "committed"
+    assert not ledger.fenced
+    assert await ledger.submit(Unit(create=[_record("o1", job="other")], status={"other": [_add("o1")]})) == (
+        "committed"
+    )
+    status, _ = await store.get_status("fence")
+    assert status.running == ["f1", "f2"] and status.success_count == 1
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    await lock.release()
+
+
+def _free_port_with_500() -> int:
+    """A free loopback port whose number holds "500" (the lock once looked for "500" in an error's text)."""
+    for port in (*range(35000, 35010), *range(45000, 45010), *range(50000, 50010), 15000, 25000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return int(port)
+    raise AssertionError("no free port holding 500")
+
+
+async def test_an_unreachable_consul_on_a_port_with_500_keeps_the_session(tmp_path: Path) -> None:
+    """The lock drops its session only when Consul answers 500 (the session is invalid), decided by the status
+    code: a refused connection to 127.0.0.1:35000 is not Consul saying so. A dropped session would be left
+    holding the lock until its TTL, with nobody to destroy it."""
+    agent = DevAgent(_free_port_with_500(), log_path=tmp_path / "consul.log").start()
+    consul = ConsulClient("127.0.0.1", agent.http_port)
+    try:
+        lock = await _lock(consul, "port500")
+        assert await lock.try_acquire("tcp://a:1", "tcp://a:2")
+        session = lock.session
+        agent.stop()
+        with pytest.raises(ConsulError) as refused:
+            await lock.try_acquire("tcp://a:1", "tcp://a:2")
+        assert refused.value.status is None and "500" in str(refused.value)
+        assert lock.session == session
+    finally:
+        agent.stop()
+        await consul.close()
+
+
+def test_the_status_consul_answered_is_read_from_py_consuls_exceptions() -> None:
+    assert status_of(consul_exceptions.ConsulException("500 invalid session")) == 500
+    assert status_of(consul_exceptions.ConsulException("Failed to decode JSON: x")) is None
+    assert status_of(consul_exceptions.ACLPermissionDenied("denied")) == 403
+    assert status_of(consul_exceptions.ClientError("429 too many")) == 429
+    assert status_of(OSError("Cannot connect to host 127.0.0.1:8500")) is None
+
+
+async def test_terms_grow_even_when_the_leader_key_is_overwritten(consul: ConsulClient) -> None:
+    """A plain write of the leader key (a hand edit) resets Consul's LockIndex to 0: a term taken from it alone
+    went back to 1, and executors, which refuse terms lower than the highest they saw, refused every dispatch of
+    the new leader. The term key keeps terms growing; a term an executor saw raises the next past it."""
+    first, second = await _lock(consul, "grow-a"), await _lock(consul, "grow-b")
+    assert await first.try_acquire("tcp://a:1", "tcp://a:2")
+    await first.try_acquire("tcp://a:1", "tcp://a:2")
+    earlier = first.term
+    await consul.kv_put(keys.LEADER, b"edited by hand")
+    entry = await consul.kv_get(keys.LEADER)
+    assert entry is not None and entry.lock_index == 0  # what Consul does to a locked key written plainly
+    await first.release()
+    assert await second.try_acquire("tcp://b:1", "tcp://b:2")
+    assert second.term > earlier
+    await second.step_down_past(50)  # an executor saw term 50
+    assert await first.try_acquire("tcp://a:1", "tcp://a:2")
+    assert first.term == 51
+    await consul.kv_put(keys.TERM, b"garbage")  # lost too: the LockIndex and this process's floor still hold
+    await first.release()
+    assert await first.try_acquire("tcp://a:1", "tcp://a:2")
+    assert first.term > 51
+    await first.release()
+    await second.release()

@@ -94,10 +94,12 @@ class Gateway:
         return wait_until(finished, timeout_s, 0.2, f"{count} finished execution(s) of {name}")
 
 
-def start_cluster(cluster: Cluster, *gateway_args: str, token: str = "") -> Gateway:
+def start_cluster(
+    cluster: Cluster, *gateway_args: str, token: str = "", executor_args: tuple[str, ...] = ()
+) -> Gateway:
     """A scheduler, an executor and a gateway, once the gateway sees a leader and a healthy executor."""
     cluster.scheduler()
-    cluster.executor()
+    cluster.executor(*executor_args)
     _, url = cluster.gateway(*gateway_args)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     http = httpx.Client(base_url=url, timeout=10, headers=headers)
@@ -108,7 +110,7 @@ def start_cluster(cluster: Cluster, *gateway_args: str, token: str = "") -> Gate
             members = http.get("/v1/members")
         except (httpx.TransportError, ValueError):
             return False
-        if not health.get("leader") or members.status_code != 200:
+        if not health.get("leader_name") or members.status_code != 200:
             return False
         return any(m["Tags"].get("role") == "executor" and m["Status"] == 1 for m in members.json())
 
@@ -133,7 +135,7 @@ def playwright() -> Iterator[Playwright]:
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.fail(f"the UI tests need Debian's chromium at {CHROMIUM} (scripts/setup.sh --browser)", pytrace=False)
+        pytest.fail(f"the UI tests need Debian's chromium at {CHROMIUM} (scripts/setup.sh --tests)", pytrace=False)
     launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     yield launched
     launched.close()

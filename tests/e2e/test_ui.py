@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from playwright.sync_api import Browser, Locator, Page, expect
 
+from cronbus.common.consul import keys
+from cronbus.common.consul.agent import DevAgent
+from cronbus.common.consul.client import MAX_TXN_OPS
+from cronbus.common.consul.store import definition, encode
+from cronbus.common.models import Job, now_utc
 from tests.e2e.conftest import (
     ADMIN_TOKEN,
+    DESKTOP,
     PHONE,
     READ_TOKEN,
     VIEWER_ZONE,
@@ -420,6 +431,7 @@ PAGES = [
     ("edit-job", "#/jobs/call-webhook/edit", "[data-executor=http]"),
     ("cluster", "#/executors", ".member"),
     ("running", "#/busy", ".busy-card"),
+    ("executions", "#/executions?status=failed%2Ctimeout%2Ckilled&range=24h", ".all-execs-table tbody tr[data-exec]"),
 ]
 
 
@@ -445,6 +457,11 @@ def test_every_page_at_desktop_and_phone_width_in_light_and_dark(gateway: Gatewa
         executor_config={"method": "POST", "url": "http://127.0.0.1:9/hook", "headers": '["X-Token: abc"]'},
         tags={"dc": "dc1"},
     )
+    # A chain under the report, so its page draws one: a child with a long name, and a grandchild.
+    gateway.create_job(**shell_job("mail-the-daily-sales-report-to-every-regional-manager", "echo sent", schedule="",
+                                   parent_job="report-daily"))  # fmt: skip
+    gateway.create_job(**shell_job("archive", "echo done", schedule="",
+                                   parent_job="mail-the-daily-sales-report-to-every-regional-manager"))  # fmt: skip
     gateway.create_job(**shell_job("long-export", "while true; do echo working; sleep 1; done"))
     gateway.create_job(**shell_job("flaky-sync", "echo 'connection refused' >&2; exit 7", schedule="@every 30m"))
     gateway.run("flaky-sync")
@@ -475,3 +492,492 @@ def test_every_page_at_desktop_and_phone_width_in_light_and_dark(gateway: Gatewa
             assert not seen.errors, (mode, seen.errors)
             assert not seen.foreign, (mode, seen.foreign)
     gateway.http.post(f"/v1/jobs/long-export/executions/{gateway.http.get('/v1/busy').json()[0]['id']}/kill")
+
+
+def test_live_output_follows_a_run_opened_while_it_is_still_pending(
+    cluster: Cluster, browser: Browser, tmp_path: Path
+) -> None:
+    """An executor with room for one run holds a second one pending (the leader waits for a free slot), so the
+    test opens its live output before it starts: the panel shows it pending, then follows it from its first line
+    to its end, and a run shorter than the executor's start report still shows its output when it ends."""
+    gateway = start_cluster(cluster, executor_args=("--capacity", "1"))
+    release = tmp_path / "release"
+    gateway.create_job(**shell_job("blocker", f"while [ ! -e {release} ]; do sleep 0.05; done"))
+    gateway.create_job(
+        **shell_job(
+            "follow",
+            "echo first line; i=0; while [ $i -lt 15 ]; do i=$((i+1)); echo step $i; sleep 0.2; done; echo last line",
+            displayname="Follow a run that has not started yet, with a long display name to see how it wraps",
+        )
+    )
+    gateway.create_job(**shell_job("quick", "echo quick output"))
+    context = open_context(browser)
+    page = context.new_page()
+    seen = watch(page)
+    try:
+        for name, last in (("follow", "last line"), ("quick", "quick output")):
+            gateway.run("blocker")
+            wait_until(lambda: gateway.http.get("/v1/busy").json(), 20, 0.1, "blocker running")
+            page.goto(f"{gateway.url}/ui/#/jobs/{name}")
+            actions(page).get_by_role("button", name="Run now").click()
+            row = page.locator(".exec-table tbody tr[data-exec]").first
+            expect(row).to_contain_text("Pending")
+            panel = page.locator("#output-panel")
+            if not panel.is_visible():
+                row.get_by_role("button", name="Live output").click()
+            expect(panel).to_be_visible()
+            expect(row.get_by_role("button", name="Live output")).to_have_attribute("aria-expanded", "true")
+            # The panel sits right under the row it belongs to.
+            under = page.locator(".exec-table tr[data-exec]").first.locator("xpath=following-sibling::tr[1]")
+            expect(under.locator("#output-panel")).to_be_visible()
+            expect(panel.locator("#output-status")).to_contain_text("Pending")
+            expect(panel.locator("#live-indicator")).to_be_visible()
+            if name == "follow":
+                shoot(page, "live-output-pending-desktop-light")
+            release.touch()
+            output = panel.locator("pre.output")
+            if name == "follow":
+                expect(panel.locator("#output-status")).to_contain_text("Running")
+                expect(output).to_contain_text("first line")
+                expect(output).to_contain_text("step 3")
+                expect(output).not_to_contain_text("last line")  # followed live, not shown at the end only
+            expect(output).to_contain_text(last, timeout=30_000)
+            expect(panel.locator("#output-status")).to_contain_text("Succeeded", timeout=30_000)
+            expect(panel.locator("#live-indicator")).to_be_hidden()
+            expect(panel).to_contain_text("exit code 0")
+            if name == "follow":
+                assert output.inner_text().startswith("first line")
+                shoot(page, "live-output-followed-desktop-light")
+            release.unlink()
+            gateway.wait_finished("blocker", count=1 if name == "follow" else 2)
+    finally:
+        context.close()
+        gateway.http.close()
+    assert not seen.errors, seen.errors
+
+
+def test_pause_submissions_with_a_note_everyone_sees_until_resumed(gateway: Gateway, browser: Browser) -> None:
+    note = "Consul upgrade in progress: please do not create or change jobs until it is done, back by 15:00 UTC."
+    admin = open_context(browser)
+    other = open_context(browser, dark=True)
+    try:
+        page = admin.new_page()
+        seen = watch(page)
+        page.goto(gateway.url + "/ui/#/executors")
+        page.get_by_role("button", name="Pause submissions").click()
+        dialog = page.get_by_role("dialog", name="Pause job submissions?")
+        dialog.get_by_label("Why").fill(note)
+        dialog.get_by_label("Who").fill("Ana from ops")
+        dialog.get_by_role("button", name="Pause submissions").click()
+        banner = page.locator("#pause-banner")
+        expect(banner).to_contain_text("New job submissions are paused")
+        expect(banner).to_contain_text("by Ana from ops")
+        expect(banner).to_contain_text(note)
+        state = gateway.http.get("/v1/pause").json()
+        assert (state["paused"], state["note"], state["paused_by"]) == (True, note, "Ana from ops")
+        assert state["paused_at"]
+        expect(page.get_by_role("button", name="Resume submissions")).to_be_visible()
+        shoot(page, "paused-cluster-desktop-light")
+
+        # Someone else, on any page, sees who paused, when and why.
+        viewer = other.new_page()
+        other_seen = watch(viewer)
+        viewer.goto(gateway.url + "/ui/#/jobs")
+        viewer_banner = viewer.locator("#pause-banner")
+        expect(viewer_banner).to_contain_text(note)
+        expect(viewer_banner).to_contain_text("Ana from ops")
+        expect(viewer_banner.locator("time")).to_have_text(re.compile(r"now|second"))
+        viewer.goto(gateway.url + "/ui/#/jobs/new")
+        warning = viewer.locator("#paused-warning")
+        expect(warning).to_contain_text("saving will be refused")
+        expect(warning).to_contain_text(note)
+        shoot(viewer, "paused-new-job-desktop-dark")
+
+        page.goto(gateway.url + "/ui/#/")
+        expect(banner).to_contain_text(note)
+        banner.get_by_role("button", name="Resume").click()
+        expect(banner).to_be_hidden()
+        assert gateway.http.get("/v1/pause").json()["paused"] is False
+        viewer.reload()
+        expect(viewer.get_by_role("heading", level=1, name="New job")).to_be_visible()
+        expect(viewer.locator("#paused-warning")).to_be_hidden()
+        expect(viewer.locator("#pause-banner")).to_be_hidden()
+    finally:
+        admin.close()
+        other.close()
+    assert not seen.errors and not other_seen.errors, (seen.errors, other_seen.errors)
+
+
+def test_a_dashboard_refresh_costs_four_requests_whatever_the_number_of_jobs(gateway: Gateway, page: Page) -> None:
+    """The totals and the chart come from GET /v1/stats (counted by the cluster), so a refresh is: stats, the
+    members (the leader among them), the recent failures and the pause state; never one request per job, and none
+    that answers 404. The jobs list refreshes with one page of jobs and the pause state."""
+    gateway.create_job(**shell_job("works", "echo fine"))
+    gateway.create_job(**shell_job("breaks", "exit 3"))
+    for i in range(60):
+        gateway.create_job(name=f"bulk-{i:02}", schedule="@manually", executor="noop", disabled=i % 10 == 0)
+    gateway.run("works")
+    gateway.run("breaks")
+    gateway.wait_finished("works")
+    gateway.wait_finished("breaks")
+    started: list[str] = []
+    finished: list[str] = []
+    refused: list[str] = []
+    page.on("request", lambda r: started.append(r.url) if "/v1" in r.url else None)
+    page.on("requestfinished", lambda r: finished.append(r.url) if "/v1" in r.url else None)
+    page.on("requestfailed", lambda r: finished.append(r.url) if "/v1" in r.url else None)
+    page.on("response", lambda r: refused.append(r.url) if r.status >= 400 and "/whoami" not in r.url else None)
+
+    def one_refresh() -> list[str]:
+        """The requests of one refresh, started as a hidden tab becoming visible starts one."""
+        # The sync API hands over the page's events during its calls: each check makes one (a round trip).
+        settled = lambda: page.evaluate("0") == 0 and bool(started) and len(finished) == len(started)  # noqa: E731
+        wait_until(settled, 20, 0.05, "the page's requests to finish")
+        started.clear()
+        finished.clear()
+        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        wait_until(settled, 20, 0.05, "the refresh's requests to finish")
+        return sorted(urlsplit(url).path for url in started)
+
+    page.goto(gateway.url + "/ui/#/")
+    for stat, value in (("all", "62"), ("success", "1"), ("failed", "1"), ("untriggered", "60"), ("running", "0")):
+        expect(page.locator(f"[data-stat={stat}] .stat-value")).to_have_text(value)
+    expect(page.locator("[data-stat=all] .stat-note")).to_have_text("6 disabled")
+    expect(page.locator(".legend")).to_contain_text("Succeeded: 1")
+    expect(page.locator(".legend")).to_contain_text("Failed, killed or timed out: 1")
+    expect(page.get_by_role("region", name="Cluster")).to_contain_text("Leader")
+    assert one_refresh() == ["/v1/jobs", "/v1/members", "/v1/pause", "/v1/stats"]
+    for i in range(60, 90):
+        gateway.create_job(name=f"bulk-{i:02}", schedule="@manually", executor="noop")
+    assert one_refresh() == ["/v1/jobs", "/v1/members", "/v1/pause", "/v1/stats"]
+    expect(page.locator("[data-stat=all] .stat-value")).to_have_text("92")
+    shoot(page, "dashboard-many-jobs-desktop-light")
+
+    page.goto(gateway.url + "/ui/#/jobs")
+    expect(page.locator("#jobs-summary")).to_have_text("Showing 1–25 of 92 jobs")
+    assert one_refresh() == ["/v1/jobs", "/v1/pause"]
+    gateway.create_job(name="aaa-new", schedule="@manually", executor="noop")
+    expect(page.locator("#jobs-summary")).to_have_text("Showing 1–25 of 93 jobs", timeout=15_000)
+    assert not refused, refused
+
+
+def test_small_things_parent_delete_child_badge_future_times_and_a_bad_time_zone(gateway: Gateway, page: Page) -> None:
+    gateway.create_job(**shell_job("etl-parent", "true"))
+    gateway.create_job(**shell_job("etl-child", "true", schedule="", parent_job="etl-parent"))
+
+    # A job with children: the dialog says why it cannot be deleted and offers no button that would fail (409).
+    page.goto(gateway.url + "/ui/#/jobs/etl-parent")
+    actions(page).get_by_role("button", name="Delete").click()
+    dialog = page.get_by_role("dialog", name="etl-parent cannot be deleted yet")
+    expect(dialog).to_contain_text("Delete them first")
+    expect(dialog.get_by_role("link", name="etl-child")).to_be_visible()
+    expect(dialog.get_by_role("button", name=re.compile("Delete"))).to_have_count(0)
+    shoot(page, "delete-parent-dialog-desktop-light")
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+    assert gateway.job("etl-parent") is not None
+
+    # "child of" and the parent's name are apart on screen.
+    page.goto(gateway.url + "/ui/#/jobs/etl-child")
+    chip = page.locator(".title-block .chip", has_text="child of")
+    expect(chip.get_by_role("link", name="etl-parent")).to_be_visible()
+    gap = chip.evaluate(
+        "chip => { const link = chip.querySelector('a'); const r = document.createRange();"
+        " r.setStart(chip, 0); r.setEndBefore(link);"
+        " return link.getBoundingClientRect().left - r.getBoundingClientRect().right; }"
+    )
+    assert gap >= 3, f"'child of' and the link are {gap}px apart"
+
+    # A time a few seconds ahead reads "in N s"; one just past reads "just now".
+    rel = "(ms) => import('./dom.js').then((m) => m.relTime(new Date(Date.now() + ms)))"
+    assert page.evaluate(rel, 5_200) == "in 5 s"
+    assert page.evaluate(rel, 2_200) == "in 2 s"
+    assert page.evaluate(rel, 42_200) == "in 42 s"
+    assert page.evaluate(rel, -2_000) == "just now"
+    assert page.evaluate(rel, 3 * 60_000 + 200) == "in 3 minutes"
+
+    # A time zone nobody knows is the time zone's error, not the schedule's.
+    page.goto(gateway.url + "/ui/#/jobs/new")
+    page.get_by_label("Name", exact=True).fill("zoned")
+    schedule = page.get_by_role("textbox", name="Schedule", exact=True)
+    schedule.fill("0 3 * * *")
+    page.get_by_label("Command").fill("true")
+    page.get_by_label("Time zone").fill("Mars/Olympus_Mons")
+    expect(page.locator("#schedule-preview")).to_contain_text("No preview until the time zone is valid")
+    expect(page.locator("#job-timezone-error")).to_contain_text("unknown time zone")
+    expect(page.locator("#job-schedule-error")).to_be_hidden()
+    expect(schedule).not_to_have_attribute("aria-invalid", "true")
+    page.get_by_role("button", name="Create job").click()
+    summary = page.locator(".job-form > .alert-bad")
+    expect(summary).to_contain_text("Time zone: unknown time zone 'Mars/Olympus_Mons'")
+    expect(summary).not_to_contain_text("Schedule")
+    shoot(page, "bad-time-zone-desktop-light")
+    page.get_by_label("Time zone").fill("Europe/Berlin")
+    expect(page.locator("#job-timezone-error")).to_be_hidden()
+    page.get_by_role("button", name="Create job").click()
+    expect(page).to_have_url(re.compile(r"#/jobs/zoned$"))
+
+
+def test_find_every_failed_run_of_the_last_day_across_jobs_and_open_its_output(
+    gateway: Gateway, page: Page, tmp_path: Path
+) -> None:
+    """A job that failed once and then succeeded reads "Succeeded" everywhere that shows jobs: the executions view
+    across jobs still finds its failed run, by status, job, executor and text in the output, and opens it."""
+    marker = tmp_path / "backup-ran-once"
+    backup = f"if [ -e {marker} ]; then echo backup done; else touch {marker}; echo 'ERROR: disk full' >&2; exit 3; fi"
+    gateway.create_job(**shell_job("nightly-backup", backup))
+    gateway.create_job(**shell_job("sync-crm", "echo 'connection refused by crm.internal:443' >&2; exit 7"))
+    gateway.create_job(**shell_job("report", "echo 1200 rows exported"))
+    for name, runs in (("nightly-backup", 2), ("sync-crm", 1), ("report", 1)):
+        for count in range(1, runs + 1):
+            gateway.run(name)
+            gateway.wait_finished(name, count)
+    assert gateway.job("nightly-backup")["status"] == "success"  # type: ignore[index]
+
+    page.goto(f"{gateway.url}/ui/#/")
+    page.locator("[data-key=failed-runs]").click()
+    expect(page.get_by_role("heading", level=1, name="Executions")).to_be_visible()
+    expect(nav(page, "Executions")).to_have_attribute("aria-current", "page")
+    expect(page.locator("#exec-range")).to_have_value("24h")
+    rows = page.locator(".all-execs-table tbody tr[data-exec]")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("sync-crm")
+    expect(rows.nth(0)).to_contain_text("exit 7")
+    expect(rows.nth(1)).to_contain_text("nightly-backup")
+    expect(rows.nth(1)).to_contain_text("ERROR: disk full")  # the output's last line says why
+    expect(page.locator("#execs-summary")).to_have_text("2 executions")
+    shoot(page, "executions-failed-desktop-light")
+
+    page.locator("#exec-q").fill("REFUSED")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("sync-crm")
+    page.locator("#exec-q").fill("")
+    page.locator("#exec-job").fill("nightly-backup")
+    expect(rows).to_have_count(1)
+    page.locator("#exec-status").select_option("")
+    expect(rows).to_have_count(2)  # its failure and its success
+    page.locator("#exec-node").fill("no-such-executor")
+    expect(page.locator(".all-execs-table")).to_contain_text("No execution matches")
+    page.locator("#exec-node").fill("")
+    page.locator("#exec-status").select_option("failed,timeout,killed")
+    expect(rows).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"job=nightly-backup"))  # the filters are in the link
+
+    rows.first.get_by_role("link", name=re.compile("^Output")).click()
+    panel = page.locator("#output-panel")
+    expect(panel.locator("pre.output")).to_contain_text("ERROR: disk full")
+    expect(panel.locator("#output-status")).to_contain_text("Failed")
+
+    # The job's own executions filter by status too.
+    exec_rows = page.locator(".exec-table tbody tr[data-exec]")
+    expect(exec_rows).to_have_count(2)
+    page.locator("#exec-status-filter").select_option("success")
+    expect(exec_rows).to_have_count(1)
+    expect(exec_rows.first).to_contain_text("Succeeded")
+    page.locator("#exec-status-filter").select_option("failed,timeout,killed")
+    expect(exec_rows).to_have_count(1)
+    expect(exec_rows.first).to_contain_text("Failed")
+    expect(page).to_have_url(re.compile(r"estatus=failed%2Ctimeout%2Ckilled"))
+    shoot(page, "job-executions-failed-desktop-light")
+
+
+def test_counts_and_icons_go_by_the_last_finished_run_not_by_runs_sent_ahead(gateway: Gateway, page: Page) -> None:
+    """Jobs every second have a run sent to the executor ahead of each slot: they are not `running` for it, so the
+    dashboard says they succeeded at every refresh, and the jobs list shows their success; a job whose process runs
+    is running (and still counted by how its last run went)."""
+    for name in ("tick-a", "tick-b", "tick-c"):
+        gateway.create_job(name=name, schedule="@every 1s", executor="noop")
+        gateway.wait_finished(name)
+    gateway.create_job(**shell_job("long", "sleep 60"))
+    gateway.run("long")
+    wait_until(lambda: (gateway.job("long") or {}).get("status") == "running", 20, 0.1, "the long run started")
+    pending: list[str] = []
+    page.on("request", lambda r: pending.append(r.url) if "/v1/stats" in r.url else None)
+    page.on("requestfinished", lambda r: pending.remove(r.url) if r.url in pending else None)
+    page.goto(gateway.url + "/ui/#/")
+    expect(page.locator("[data-stat=success] .stat-value")).to_have_text("3")
+    seen = []
+    for _ in range(12):  # refreshes at every phase of the one-second slots
+        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        wait_until(lambda: page.evaluate("0") == 0 and not pending, 20, 0.02, "the refresh's stats")
+        seen.append(tuple(page.locator(f"[data-stat={s}] .stat-value").inner_text() for s in ("success", "running")))
+    assert set(seen) == {("3", "1")}, seen  # the long job is running, and never triggered before
+    shoot(page, "dashboard-jobs-every-second")
+    page.on("request", lambda r: pending.append(r.url) if "/v1/jobs?" in r.url else None)
+    page.goto(gateway.url + "/ui/#/jobs")
+    expect(page.locator("tr[data-job=long] [data-status=running]")).to_be_visible()
+    expect(page.locator("tr[data-job^=tick] [data-status=success]")).to_have_count(3)
+    for _ in range(8):
+        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        wait_until(lambda: page.evaluate("0") == 0 and not pending, 20, 0.02, "the refresh's jobs")
+        assert page.locator("tr[data-job^=tick] [data-status=running]").count() == 0
+        assert page.locator("tr[data-job^=tick] [data-status=success]").count() == 3
+
+
+def test_the_lists_of_executions_page_newer_and_older(gateway: Gateway, page: Page) -> None:
+    """The job page shows 20 executions a page, the Executions page 50: each pages on to the oldest and back."""
+    gateway.create_job(name="many", schedule="@manually", executor="noop")
+    for _ in range(51):
+        gateway.run("many")
+    gateway.wait_finished("many", 51)
+    for path, rows, pages, last in (("#/jobs/many", ".exec-table tbody tr", 3, 11), ("#/executions", "tbody tr", 2, 1)):
+        page.goto(gateway.url + "/ui/" + path)
+        pager = page.get_by_role("navigation", name="Pages of executions")
+        expect(pager).to_contain_text(f"Page 1 of {pages}")
+        expect(pager.get_by_role("button", name="Newer executions")).to_be_disabled()
+        for number in range(2, pages + 1):
+            pager.get_by_role("button", name="Older executions").click()
+            expect(pager).to_contain_text(f"Page {number} of {pages}")
+        expect(page.locator(rows)).to_have_count(last)
+        expect(pager.get_by_role("button", name="Older executions")).to_be_disabled()
+        newer = pager.get_by_role("button", name="Newer executions")
+        newer.focus()
+        page.keyboard.press("Enter")  # a keyboard user's focus stays on the pager's button as the page changes
+        expect(pager).to_contain_text(f"Page {pages - 1} of {pages}")
+        # On the first page "Newer" is disabled: the focus moves to "Older", never to the page.
+        expect(
+            pager.get_by_role("button", name="Older executions" if pages == 2 else "Newer executions")
+        ).to_be_focused()
+
+
+def test_a_job_page_draws_its_chain_and_a_chart_of_its_recent_runs(
+    gateway: Gateway, page: Page, tmp_path: Path
+) -> None:
+    """The chain a job belongs to is drawn from its first job down, the job marked; the chart has a bar per
+    finished run, coloured by outcome, and says what it shows to a screen reader."""
+    flag = tmp_path / "flag"
+    # Fails, then succeeds, then fails...: the flag file flips at each run.
+    gateway.create_job(
+        **shell_job("extract", f"if [ -e {flag} ]; then rm {flag}; else touch {flag}; exit 1; fi; sleep 0.3")
+    )
+    gateway.create_job(**shell_job("transform", "echo t", schedule="", parent_job="extract", trigger_on="always"))
+    gateway.create_job(**shell_job("load", "echo l", schedule="", parent_job="transform"))
+    gateway.create_job(**shell_job("report", "echo r", schedule="", parent_job="extract", trigger_on="failure"))
+    for count in range(1, 5):
+        gateway.run("extract")
+        gateway.wait_finished("extract", count)
+    page.goto(gateway.url + "/ui/#/jobs/extract")
+    runs = page.get_by_role("region", name="Recent runs")
+    expect(runs.locator("g[data-outcome=bad]")).to_have_count(2)
+    expect(runs.locator("g[data-outcome=ok]")).to_have_count(2)
+    expect(runs.get_by_role("img")).to_have_attribute(
+        "aria-label", re.compile(r"^The last 4 runs: 2 succeeded, 2 failed")
+    )
+    expect(runs.locator(".legend")).to_contain_text("Succeeded: 2")
+    shoot(page, "job-recent-runs-and-chain")
+
+    page.goto(gateway.url + "/ui/#/jobs/transform")
+    chain = page.get_by_role("region", name="Chain")
+    tree = chain.get_by_role("list", name="Chain of 4 jobs, from extract")
+    expect(tree).to_be_visible()
+    root = tree.locator(":scope > li")
+    expect(root.locator(":scope > .chain-node")).to_contain_text("extract")
+    expect(root.locator(":scope > ul > li > .chain-node")).to_have_text([re.compile("report"), re.compile("transform")])
+    expect(chain.locator("[data-chain-job=load]")).to_contain_text("after success")
+    expect(chain.locator("[aria-current=page]")).to_have_text("transform")
+    chain.get_by_role("link", name="load").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("load")
+    page.goto(gateway.url + "/ui/#/jobs/extract")
+    expect(page.get_by_role("region", name="Recent runs").locator("g[data-outcome]")).to_have_count(4)
+    gateway.create_job(name="alone", schedule="@manually", executor="noop")
+    page.goto(gateway.url + "/ui/#/jobs/alone")
+    expect(page.get_by_role("region", name="Recent runs")).to_contain_text("No finished run yet")
+    expect(page.get_by_role("region", name="Chain")).to_be_hidden()
+
+
+def test_a_job_that_keeps_failing_disables_itself_and_its_page_says_why(gateway: Gateway, page: Page) -> None:
+    gateway.create_job(**shell_job("flaps", "echo broken; exit 3", schedule="@every 1s", disable_after_failures=2))
+    page.goto(gateway.url + "/ui/#/jobs/flaps")
+    reason = page.locator("[data-key=disabled-reason]")
+    expect(reason).to_contain_text(
+        re.compile(r"Disabled by the cluster after 2 failed runs in a row \(the last: flaps\.\S+, failed\)\. Enable"),
+        timeout=20_000,
+    )
+    expect(page.locator(".job-head .badges")).to_contain_text("Disabled")
+    expect(page.get_by_role("region", name="Definition")).to_contain_text("after 2 failed runs in a row")
+    shoot(page, "job-disabled-after-failures")
+    # The cause fixed (the job still disabled), then enabled: it stays enabled.
+    gateway.create_job(
+        **shell_job("flaps", "echo fixed", schedule="@every 1s", disable_after_failures=2, disabled=True)
+    )
+    expect(page.get_by_role("region", name="Definition")).to_contain_text("echo fixed")
+    actions(page).get_by_role("button", name="Enable").click()
+    expect(reason).to_have_count(0)
+    expect(page.locator(".job-head .badges")).to_contain_text("Enabled")
+    page.goto(gateway.url + "/ui/#/jobs/flaps/edit")
+    field = page.get_by_label("Disable after failures")
+    expect(field).to_have_value("2")
+    field.fill("1001")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#job-disable-after-error")).to_have_text("A whole number from 0 (never) to 1000.")
+    field.fill("0")
+    page.get_by_role("button", name="Save changes").click()
+    wait_until(lambda: (gateway.job("flaps") or {}).get("disable_after_failures") == 0, 10, 0.1, "the setting saved")
+
+
+VOLUME_JOBS = 100_000
+
+
+def _store_jobs(consul: DevAgent, count: int) -> None:
+    """`count` hourly noop jobs written straight to Consul, 64 operations a transaction (as a restore writes them):
+    none is due while the test runs."""
+    created = now_utc()
+    names = [f"bulk-{i:06}" for i in range(count)]
+    for start in range(0, count, MAX_TXN_OPS):
+        ops = [
+            {"KV": {"Verb": "set", "Key": keys.job(name), "Value": base64.b64encode(encode(definition(
+                Job(name=name, schedule="@every 1h", executor="noop", created_at=created)))).decode()}}
+            for name in names[start : start + MAX_TXN_OPS]
+        ]  # fmt: skip
+        request = urllib.request.Request(f"http://{consul.address}/v1/txn", data=json.dumps(ops).encode(), method="PUT")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+
+
+def test_the_pages_hold_100_000_jobs_and_a_run_with_256_kb_of_output(
+    cluster: Cluster, fresh_consul: DevAgent, browser: Browser
+) -> None:
+    """Screenshots at volume, desktop and phone: the dashboard, the jobs list, the Executions page and a job's page
+    with the last 256 000 bytes of a bigger output; nothing wider than the screen, no script error."""
+    _store_jobs(fresh_consul, VOLUME_JOBS)
+    gateway = start_cluster(cluster)
+    try:
+        # 262 144 characters of base64 in lines of 200, then a last line: the record keeps the last 256 000 bytes.
+        gateway.create_job(**shell_job("big-output", "head -c 196608 /dev/urandom | base64 -w 200; echo the end"))
+        # The leader takes a while to plan 100 000 jobs: until then a run is refused (503) and nothing is launched.
+        # (A request the busy leader answered too late may have launched a run too: there may be two.)
+        ran = lambda: gateway.http.post("/v1/jobs/big-output/run").status_code == 202  # noqa: E731
+        wait_until(ran, 120, 0.5, "the leader to take a run with 100 000 jobs stored")
+        execution = gateway.wait_finished("big-output")[0]
+        total = f"{VOLUME_JOBS + 1:,}"
+        for phone in (False, True):
+            context = open_context(browser, phone=phone)
+            page = context.new_page()
+            seen = watch(page)
+            mode = "phone" if phone else "desktop"
+            try:
+                page.goto(gateway.url + "/ui/#/")
+                expect(page.locator("[data-stat=all] .stat-value")).to_have_text(total, timeout=30_000)
+                expect(page.get_by_role("region", name="Cluster")).to_contain_text("Leader")
+                expect(page.get_by_role("region", name="Recent failures")).to_contain_text("No failures")
+                shoot(page, f"volume-dashboard-{mode}")
+                page.goto(gateway.url + "/ui/#/jobs")
+                expect(page.locator("#jobs-summary")).to_have_text(f"Showing 1–25 of {total} jobs")
+                shoot(page, f"volume-jobs-{mode}")
+                page.goto(gateway.url + "/ui/#/executions")
+                expect(page.locator(".all-execs-table tbody tr[data-exec] .output-snippet").first).to_have_text(
+                    "the end"
+                )
+                shoot(page, f"volume-executions-{mode}")
+                page.goto(gateway.url + f"/ui/#/jobs/big-output?exec={execution['id']}")
+                output = page.locator("#output-panel pre.output")
+                expect(output).to_contain_text("the end")
+                assert 255_000 < len(output.inner_text()) <= 256_000
+                shoot(page, f"volume-output-{mode}")
+                width = page.evaluate("document.documentElement.scrollWidth")
+                assert width <= (PHONE if phone else DESKTOP)["width"], f"{mode}: the page is {width}px wide"
+            finally:
+                context.close()
+            assert not seen.errors, (mode, seen.errors)
+    finally:
+        gateway.http.close()

@@ -17,9 +17,13 @@ from cronbus.common.consul.client import ConsulClient
 from cronbus.common.consul.store import Store
 from cronbus.common.models import Execution, Job, now_utc
 
+OPEN_CLIENTS: list[ConsulClient] = []  # closed after each test (tests/conftest.py), even one that fails
+
 
 def client(agent: DevAgent) -> ConsulClient:
-    return ConsulClient("127.0.0.1", agent.http_port)
+    made = ConsulClient("127.0.0.1", agent.http_port)
+    OPEN_CLIENTS.append(made)
+    return made
 
 
 async def put_job(store: Store, **fields: object) -> Job:
@@ -50,20 +54,34 @@ def slot_counts(records: list[Execution], since: datetime, until: datetime) -> C
 async def control(
     store: Store, request: m.RunJob | m.KillExecution | m.ListBusy, timeout_s: float = 5.0
 ) -> m.ControlReply:
-    """Sends one control request to the leader over a DEALER, as the gateway does; returns its reply."""
-    found = await store.get_leader()
-    assert found is not None, "no leader"
-    ctx = zmq.asyncio.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
+    """Sends one control request to the leader over a DEALER, as the gateway does; returns its reply. A scheduler
+    that holds the lock but has not finished setting up its term answers NotLeader: asked again, as the gateway
+    does, until `timeout_s` has passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        found = await store.get_leader()
+        assert found is not None, "no leader"
+        reply = await _ask(found[0].router, request, deadline - loop.time())
+        if reply is not None:
+            return reply
+        await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))  # retry pacing, bounded by the deadline
+
+
+async def _ask(router: str, request: m.ToLeader, timeout_s: float) -> m.ControlReply | None:
+    """The leader's ControlReply, or None when it answered NotLeader; TimeoutError when it did not answer."""
+    sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(found[0].router)
+    sock.connect(router)
     try:
         await sock.send(m.encode(request))
-        while True:
-            frame = await asyncio.wait_for(sock.recv(), timeout_s)
-            reply = m.to_peer_decoder.decode(frame)
-            if isinstance(reply, m.ControlReply):
-                return reply
+        async with asyncio.timeout(max(timeout_s, 0.0)):
+            while True:
+                reply = m.to_peer_decoder.decode(await sock.recv())
+                if isinstance(reply, m.ControlReply):
+                    return reply
+                if isinstance(reply, m.NotLeader):
+                    return None
     finally:
         sock.close()
 

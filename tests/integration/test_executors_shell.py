@@ -421,12 +421,16 @@ def test_mem_limit_forms(mem_limit: str, size: int) -> None:
 
 
 def test_registry() -> None:
-    assert sorted(EXECUTORS) == ["http", "noop", "shell"]
+    assert sorted(EXECUTORS) == ["grpc", "http", "nats", "noop", "rabbitmq", "shell"]
     assert isinstance(get_executor("shell"), ShellExecutor)
-    with pytest.raises(ValidationError, match=r"^unknown executor 'x' \(known: http, noop, shell\)$"):
+    with pytest.raises(
+        ValidationError, match=r"^unknown executor 'x' \(known: grpc, http, nats, noop, rabbitmq, shell\)$"
+    ):
         get_executor("x")
     with pytest.raises(ValidationError, match="unknown executor 'x'"):
         validate_executor_config("x", {})
+    with pytest.raises(ValidationError, match=r"^executor 'kafka' is not available in cronbus: "):
+        get_executor("kafka")
 
 
 # ---- noop ------------------------------------------------------------------------------------------------
@@ -472,6 +476,7 @@ def test_the_guardian_kills_the_runs_of_an_executor_killed_with_sigkill() -> Non
         wait_until(lambda: not alive(watched), timeout_s=10, what="the watched run killed")
         assert alive(released)
     finally:
+        owner.stdout.close()
         for pid in (watched, released):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)

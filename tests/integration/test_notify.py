@@ -196,6 +196,17 @@ async def test_webhook_gets_a_json_document_with_escaped_values() -> None:
         assert notifier.counts() == {("webhook", "sent"): 1}
 
 
+async def test_the_failure_that_disables_a_job_says_so_in_its_notification() -> None:
+    async with Receiver() as receiver:
+        notifier = Notifier(settings(webhook_urls=(receiver.url,)))
+        why = "disabled after 3 failed runs in a row (the last: backup.x, failed)"
+        async with running(notifier):
+            notifier.finished(make_job(), make_record("failed", reason="exit code 3"), disabled=why)
+            await eventually(lambda: receiver.accepted, "the webhook")
+        body = json.loads(receiver.accepted[0].body)
+        assert body["reason"] == f"exit code 3; the job is now {why}"
+
+
 async def test_a_failing_receiver_is_retried_with_backoff_until_it_accepts() -> None:
     async with Receiver() as receiver:
         receiver.fail_first = 2

@@ -1,13 +1,19 @@
-"""Output processors (files, log, syslog) on real files and sockets, and a real executor that runs one."""
+"""Output processors (files, fluent, log, syslog) on real files and sockets, and a real executor that runs one."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
+import struct
+import threading
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
 from cronbus.common.consul.agent import DevAgent, free_port
@@ -20,7 +26,7 @@ OUTPUT = "line one\nline two with a secret\n"
 
 
 def context(tmp_path: Path, **fields: str) -> ProcessorContext:
-    values = {
+    values: dict[str, Any] = {
         "job_name": "backup",
         "execution_id": "backup.20250101T000000.000000Z.1",
         "node": "e1",
@@ -98,12 +104,12 @@ def test_syslog_over_udp(tmp_path: Path) -> None:
 
 def test_a_failing_processor_is_noted_and_never_raises(tmp_path: Path) -> None:
     (tmp_path / "out").write_text("a file where the folder should be")
-    processors = {"files": {"forward": "true"}, "syslog": {"forward": "true"}, "fluent": {}}
+    processors = {"files": {"forward": "true"}, "syslog": {"forward": "true"}, "elastic": {}}
     processed = process_output(processors, OUTPUT, context(tmp_path))
     assert processed.failed == ["files", "syslog"]
     lines = processed.output.splitlines()
     assert "\n".join(lines[:2]) + "\n" == OUTPUT  # forwarded output first, then the notes
-    assert lines[2] == "[cronbus] unknown output processor 'fluent' ignored (known: files, log, syslog)"
+    assert lines[2] == "[cronbus] unknown output processor 'elastic' ignored (known: files, fluent, log, syslog)"
     assert lines[3].startswith("[cronbus] output processor files failed: ")
     assert lines[4].startswith("[cronbus] output processor syslog failed: ")
 
@@ -116,6 +122,7 @@ def test_processors_run_in_alphabetical_order_and_each_gets_the_original_output(
     processors = {"syslog": {"forward": "false"}, "log": {"forward": "false"}, "files": {"forward": "false"}}
     processed = process_output(processors, OUTPUT, ctx)
     assert [line.split()[3] for line in processed.output.splitlines()] == ["files", "log", "syslog"]
+    assert ORDER == ("files", "fluent", "log", "syslog")
     assert (tmp_path / "out" / "backup" / "backup.20250101T000000.000000Z.1.log").read_text() == OUTPUT
     assert "line one" in syslog_socket.recv(65536).decode()
 
@@ -164,3 +171,157 @@ async def test_an_executor_runs_the_files_processor_and_serves_metrics(
     assert "cronbus_executor_running " in text and "cronbus_executor_capacity 16" in text
     assert 'cronbus_executor_run_duration_seconds_count{status="success"}' in text
     await store.consul.close()
+
+
+# ---- fluent: a real TCP receiver that decodes the Forward protocol -------------------------------------------------
+
+
+class ForwardReceiver:
+    """A TCP listener on loopback that reads Forward protocol events (msgpack [tag, time, record, option?]) from
+    each connection, as a Fluentd/Fluent Bit forward input does, and acks those that ask when `acks` is set."""
+
+    def __init__(self, acks: bool = True) -> None:
+        self.acks = acks
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.events: list[list[Any]] = []
+        self.received = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                self._read(conn)
+
+    def _read(self, conn: socket.socket) -> None:
+        data = b""
+        while True:
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                return
+            if not chunk:
+                return
+            data += chunk
+            try:
+                event = msgspec.msgpack.decode(data)
+            except msgspec.DecodeError:
+                continue  # the frame is not complete yet
+            data = b""
+            self.events.append(event)
+            self.received.set()
+            if len(event) > 3 and "chunk" in event[3] and self.acks:
+                conn.sendall(msgspec.msgpack.encode({"ack": event[3]["chunk"]}))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.listener.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[ForwardReceiver]:
+    listening = ForwardReceiver()
+    yield listening
+    listening.close()
+
+
+def fluent_context(tmp_path: Path, port: int, **fields: Any) -> ProcessorContext:
+    return dataclasses.replace(context(tmp_path), fluent_port=port, fluent_timeout_s=1.0, **fields)
+
+
+def test_fluent_sends_one_forward_message_and_keeps_a_note(tmp_path: Path, receiver: ForwardReceiver) -> None:
+    before = time.time()
+    processed = process_output({"fluent": {}}, OUTPUT, fluent_context(tmp_path, receiver.port))
+    assert processed.failed == []
+    assert processed.output == f"[output sent to fluent processor: 127.0.0.1:{receiver.port} tag cronbus]"
+    assert receiver.received.wait(5)
+    ((tag, event_time, record),) = receiver.events  # Message mode, no option: nothing asked back
+    assert tag == "cronbus"
+    assert isinstance(event_time, msgspec.msgpack.Ext) and event_time.code == 0  # EventTime: seconds, nanoseconds
+    seconds, nanoseconds = struct.unpack(">II", event_time.data)
+    assert before - 1 <= seconds + nanoseconds / 1e9 <= time.time() + 1
+    assert record == {
+        "host": "e1",
+        "job_name": "backup",
+        "message": OUTPUT,
+        "execution_id": "backup.20250101T000000.000000Z.1",
+        "status": "success",
+    }
+
+
+def test_fluent_job_settings_win_and_an_ack_can_be_required(tmp_path: Path, receiver: ForwardReceiver) -> None:
+    ctx = fluent_context(tmp_path, free_port(), fluent_host="192.0.2.1", fluent_tag="default")  # not used
+    config = {"host": "127.0.0.1", "port": str(receiver.port), "tag": "jobs.backup", "ack": "true", "forward": "true"}
+    processed = process_output({"fluent": config}, OUTPUT, ctx)
+    assert processed.failed == [] and processed.output == OUTPUT
+    ((tag, _, record, option),) = receiver.events
+    assert tag == "jobs.backup" and record["message"] == OUTPUT
+    assert set(option) == {"chunk"}
+
+
+def test_fluent_without_the_ack_it_asked_for_fails_in_bounded_time(tmp_path: Path) -> None:
+    silent = ForwardReceiver(acks=False)
+    try:
+        began = time.monotonic()
+        processed = process_output({"fluent": {"ack": "true"}}, OUTPUT, fluent_context(tmp_path, silent.port))
+        assert time.monotonic() - began < 5
+        assert silent.received.is_set()  # it got the event, and never answered
+    finally:
+        silent.close()
+    assert processed.failed == ["fluent"]
+    assert processed.output.endswith("[cronbus] output processor fluent failed: timed out\n")
+
+
+def test_fluent_failures_are_noted(tmp_path: Path) -> None:
+    down = free_port()
+    processed = process_output({"fluent": {}}, OUTPUT, fluent_context(tmp_path, down))
+    assert processed.failed == ["fluent"]
+    assert "[cronbus] output processor fluent failed: [Errno 111] Connection refused" in processed.output
+    processed = process_output({"fluent": {"port": "forward"}}, OUTPUT, fluent_context(tmp_path, down))
+    assert processed.output.endswith("[cronbus] output processor fluent failed: port: 'forward' is not a TCP port\n")
+
+
+@pytest.fixture
+async def store(fresh_consul: DevAgent) -> AsyncIterator[Store]:
+    """A store on the test's own agent, closed whatever the test's outcome."""
+    opened = Store(client(fresh_consul))
+    yield opened
+    await opened.consul.close()
+
+
+async def test_an_executor_sends_runs_to_fluent_from_dkrons_environment_variables(
+    cluster: Cluster, store: Store, receiver: ForwardReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dkron's fluent plugin is set up by FLUENTBIT_HOST/PORT/TAG; a cronbus executor reads them too."""
+    monkeypatch.setenv("FLUENTBIT_HOST", "127.0.0.1")
+    monkeypatch.setenv("FLUENTBIT_PORT", str(receiver.port))
+    monkeypatch.setenv("FLUENTBIT_TAG", "dkron.jobs")
+    cluster.scheduler(name="s1")
+    cluster.executor(name="e1")
+
+    async def leader() -> bool:
+        return await store.get_leader() is not None
+
+    await async_wait_until(leader, timeout_s=15, what="a leader")
+    await put_job(store, name="shipped", schedule="@every 1s", executor="shell",
+                  executor_config={"command": "echo to-fluent", "shell": "true"},
+                  processors={"fluent": {"forward": "true"}})  # fmt: skip
+
+    async def a_run() -> bool:
+        return any(r.success for r in finished(await executions(store, "shipped")))
+
+    await async_wait_until(a_run, timeout_s=20, what="a successful run")
+    record = next(r for r in finished(await executions(store, "shipped")) if r.success)
+    assert record.output == "to-fluent\n"  # forward true: the record keeps the output
+    assert receiver.received.wait(5)
+    tag, _, event = receiver.events[0]
+    assert (tag, event["host"], event["job_name"], event["message"]) == ("dkron.jobs", "e1", "shipped", "to-fluent\n")

@@ -1,5 +1,5 @@
 """Scheduler and executor processes on a real Consul: runs happen on time, once, on the right executors,
-and survive leader changes (semantics §3–§6)."""
+and survive leader changes (docs/semantics.md §3–§6)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cronbus.common.bus import Bus, node_topic
 from cronbus.common.consul import keys
 from cronbus.common.consul.agent import DevAgent, free_port
 from cronbus.common.consul.store import Store
-from cronbus.common.models import Execution, now_utc
+from cronbus.common.models import Execution, now_utc, process_running
 from tests.helpers import Cluster, async_wait_until
 from tests.integration.scheduling import (
     client,
@@ -71,6 +71,81 @@ async def test_runs_too_short_to_be_reported_started_still_count_in_the_lag_hist
     await async_wait_until(lag_counted, timeout_s=20, what="two runs and their lag counted")
     assert all(r.started_at >= r.scheduled_at for r in finished(await executions(store, "instant")))
     await store.consul.close()
+
+
+async def test_a_job_status_says_running_only_while_its_process_runs(cluster: Cluster, fresh_consul: DevAgent) -> None:
+    """A run sent ahead of its slot is under way (`running`) but not started; a run reported started is in
+    `started` until its result is recorded (docs/migrating-from-dkron.md §5)."""
+    store = Store(client(fresh_consul))
+    cluster.scheduler(name="s1")
+    cluster.executor(name="e1")
+    await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
+    await put_job(store, name="ahead", schedule="@every 1s", executor="noop")
+    await put_job(store, name="slow", schedule="@every 1h", executor="shell",
+                  executor_config={"command": "sleep 2", "shell": "true"})  # fmt: skip
+    assert (await control(store, m.RunJob(req_id="r1", job_name="slow"))).ok
+
+    async def slow_started() -> list[str]:
+        status, _ = await store.get_status("slow")
+        return status.started
+
+    started = await async_wait_until(slow_started, timeout_s=10, what="the slow run reported started")
+    status, _ = await store.get_status("slow")
+    assert started == status.running and process_running(status)
+    ahead_samples = []
+    deadline = asyncio.get_running_loop().time() + 15
+    while not finished(await executions(store, "slow")):
+        assert asyncio.get_running_loop().time() < deadline, "the slow run did not end within 15 s"
+        ahead_samples.append((await store.get_status("ahead"))[0])
+        await asyncio.sleep(0.05)
+    assert any(s.running for s in ahead_samples), "runs were sent ahead of their slots while sampled"
+    assert not any(process_running(s) for s in ahead_samples), "a noop run is never reported started"
+    status, _ = await store.get_status("slow")
+    assert (status.running, status.started, status.status) == ([], [], "success")
+    await store.consul.close()
+
+
+async def test_a_job_disables_itself_after_its_failed_runs_in_a_row(cluster: Cluster, fresh_consul: DevAgent) -> None:
+    """disable_after_failures=3 on a job that always fails: the third failed run disables it (its definition says
+    so, its status says why), and it runs no more (docs/semantics.md §6)."""
+    store = Store(client(fresh_consul))
+    cluster.scheduler(name="s1")
+    cluster.executor(name="e1")
+    await async_wait_until(lambda: executor_joined(store), timeout_s=20, what="leader and executor up")
+    # Every 2 s: the disabling (a write, then the leader's view of it) lands well before the next slot.
+    await put_job(store, name="broken", schedule="@every 2s", executor="shell", disable_after_failures=3,
+                  executor_config={"command": "exit 7", "shell": "true"})  # fmt: skip
+    await put_job(store, name="steady", schedule="@every 1s", executor="noop", disable_after_failures=1)
+
+    async def disabled() -> bool:
+        stored = await store.get_job("broken")
+        return stored is not None and stored.definition is not None and stored.definition.disabled
+
+    await async_wait_until(disabled, timeout_s=20, what="the failing job disabled")
+    runs = _ran(await executions(store, "broken"))
+    status, _ = await store.get_status("broken")
+    assert [r.status for r in runs] == ["failed"] * 3
+    last = max(runs, key=lambda r: r.scheduled_at)
+    assert status.disabled_reason == f"disabled after 3 failed runs in a row (the last: {last.id}, failed)"
+    assert status.failed_in_a_row == 0
+    steady_runs = len(finished(await executions(store, "steady")))
+    await async_wait_until(
+        lambda: _more_runs(store, "steady", steady_runs + 2), timeout_s=10, what="the other job running on"
+    )
+    records = await executions(store, "broken")
+    assert len(_ran(records)) == 3, "the disabled job ran no more"
+    # A slot recorded ahead of the disabling (up to a second before it) ends skipped, never run.
+    assert {(r.status, r.reason) for r in records if r not in runs} <= {("skipped", "job disabled before its slot")}
+    assert not (await store.get_job("steady")).definition.disabled  # type: ignore[union-attr]
+    await store.consul.close()
+
+
+def _ran(records: list[Execution]) -> list[Execution]:
+    return [r for r in finished(records) if r.status not in ("skipped", "missed")]
+
+
+async def _more_runs(store: Store, name: str, count: int) -> bool:
+    return len(finished(await executions(store, name))) >= count
 
 
 def _lag_count(port: int) -> float:
@@ -344,7 +419,10 @@ async def test_an_executor_of_revision_0_gets_each_run_alone_and_at_its_slot(
         and was not ready yet when the first hello came, answers NotLeader)."""
         while True:
             frames = await dealer.recv_multipart()
-            if isinstance(m.decode(m.to_peer_decoder, frames[-1], source="test"), m.NotLeader):
+            # Bound to a name first: inside isinstance() the call would be inferred from isinstance's `object`
+            # parameter, and the decoder (invariant in its type) is not a Decoder[object].
+            reply = m.decode(m.to_peer_decoder, frames[-1], source="test")
+            if isinstance(reply, m.NotLeader):
                 await dealer.send(hello)
 
     await dealer.send(hello)

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from cronbus.services.cli import main
-from cronbus.services.gateway.cli import is_loopback, parse_tokens
+from cronbus.services.gateway.cli import is_loopback, parse_tokens, refuse_unsafe_exposure
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "deploy" / "systemd"
@@ -127,10 +127,15 @@ def test_compose_commands_parse_with_the_real_cli(name: str, monkeypatch: pytest
         assert ctx.params["metrics_bind"] == "0.0.0.0" and ctx.params["metrics_port"] == 9100
         assert ctx.params["data_dir"] in [v.split(":")[1] for v in service["volumes"]], "results survive restarts"
     if command[0] == "gateway":
-        # The gateway refuses a public address without tokens; the check runs in its body, so repeat it here.
+        # The gateway refuses a public address without tokens, or with tokens over plain HTTP, unless --insecure;
+        # the check runs in its body, so repeat it here.
         tokens = parse_tokens(ctx.params["tokens"])
         assert tokens and not is_loopback(ctx.params["host"])
-        assert f"{ctx.params['port']}:{ctx.params['port']}" in service["ports"]
+        tls = bool(ctx.params["tls_cert"])
+        refuse_unsafe_exposure(ctx.params["host"], tokens=bool(tokens), tls=tls, insecure=ctx.params["insecure"])
+        # Plain HTTP with tokens is published on the host's loopback only.
+        published = f"{ctx.params['port']}:{ctx.params['port']}"
+        assert (f"{published}" if tls else f"127.0.0.1:{published}") in service["ports"]
 
 
 def test_an_unknown_flag_fails_the_parse(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,7 +160,12 @@ def test_dockerfile_builds_a_non_root_cronbus_image(monkeypatch: pytest.MonkeyPa
     assert steps[0] == ("FROM", "python:3.11-slim")
     instructions = [i for i, _ in steps]
     runs = [arg for i, arg in steps if i == "RUN"]
-    assert any("pip install ." in run for run in runs)
+    # Every version from the lock, hashes checked; the project itself adds nothing unpinned.
+    assert any("pip install --require-hashes --no-deps -r requirements/runtime.txt" in run for run in runs)
+    assert any("pip install --no-deps --no-build-isolation ." in run for run in runs)
+    assert not [run for run in runs if "pip install" in run and "--no-deps" not in run]
+    copied = [arg.split()[0] for i, arg in steps if i == "COPY"]
+    assert "requirements/runtime.txt" in copied and (ROOT / "requirements/runtime.txt").is_file()
     users = [arg for i, arg in steps if i == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert instructions.index("USER") > max(i for i, (kind, _) in enumerate(steps) if kind == "RUN")
@@ -286,3 +296,14 @@ def test_grafana_dashboard_queries_real_metrics() -> None:
     for panel in panels:  # on the grid, not overlapping horizontally
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24
+
+
+def test_dkrons_webhook_flags_are_understood(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dkron 4's working flags are --webhook-endpoint and --webhook-headers (its --webhook-url is wired to
+    nothing): a migrated command line configures the same webhook."""
+    args = ["scheduler", "--webhook-endpoint", "http://hooks.example/done", "--webhook-headers", "X-Token: t",
+            "--pre-webhook-endpoint", "http://hooks.example/start", "--pre-webhook-headers", "X-Token: s"]  # fmt: skip
+    params = parse(args, {}, monkeypatch).params
+    assert params["webhook_url"] == ("http://hooks.example/done",) and params["webhook_header"] == ("X-Token: t",)
+    assert params["pre_webhook_url"] == "http://hooks.example/start"
+    assert params["pre_webhook_header"] == ("X-Token: s",)

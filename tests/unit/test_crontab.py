@@ -10,8 +10,8 @@ import pytest
 from cronbus.common.errors import ValidationError
 from cronbus.common.models import Job
 from cronbus.common.validation import MAX_NAME_CHARS, validate_name
-from cronbus.services.gateway.client import compact_job
-from cronbus.services.gateway.crontab import CrontabError, parse_crontab, split_percent
+from cronbus.services.gateway.client.api import compact_job
+from cronbus.services.gateway.client.crontab import CrontabError, parse_crontab, split_percent
 
 
 def jobs_of(text: str, **kwargs: object) -> list[Job]:

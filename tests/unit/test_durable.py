@@ -104,6 +104,8 @@ async def test_journal_segments_survive_a_restart_and_go_once_acknowledged(tmp_p
     assert again.segments() == 1
     again.remove(200)
     await async_wait_until(lambda: _empty(tmp_path), 5, what="every segment deleted")
+    journal.close()
+    again.close()
 
 
 async def test_journal_skips_a_damaged_line_and_reads_single_result_files(tmp_path: Path) -> None:
@@ -122,6 +124,8 @@ async def test_journal_skips_a_damaged_line_and_reads_single_result_files(tmp_pa
     loaded.remove(3)
     loaded.remove(7)
     await async_wait_until(lambda: _only_bad(tmp_path), 5, what="every segment deleted")
+    journal.close()
+    loaded.close()
 
 
 async def test_seen_ids_group_commit_and_reload(tmp_path: Path) -> None:
@@ -135,6 +139,8 @@ async def test_seen_ids_group_commit_and_reload(tmp_path: Path) -> None:
     reloaded.load()
     assert "job:49" in reloaded and reloaded.max_term == 9
     assert sorted(eid for eid, _ in reloaded.unfinished()) == sorted(f"job:{i}" for i in range(1, 50, 2))
+    seen.close()
+    reloaded.close()
 
 
 @pytest.mark.parametrize("count", [1, 64])
@@ -144,6 +150,7 @@ async def test_journal_save_is_on_disk_when_it_returns(tmp_path: Path, count: in
     await asyncio.gather(*(journal.save(_result(seq)) for seq in range(1, count + 1)))
     on_disk = b"".join(p.read_bytes() for p in _files(tmp_path, "*.jsonl"))
     assert on_disk.count(b"\n") == count
+    journal.close()
 
 
 async def test_journal_appends_to_one_segment_until_it_is_all_acknowledged(tmp_path: Path) -> None:

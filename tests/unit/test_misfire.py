@@ -1,4 +1,4 @@
-"""plan_catchup (semantics §4): which missed slots run, which are recorded missed and why, with bounded work."""
+"""plan_catchup (docs/semantics.md §4): which missed slots run, which are recorded missed and why, with bounded work."""
 
 from __future__ import annotations
 

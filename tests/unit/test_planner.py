@@ -1,4 +1,4 @@
-"""The planner's priority queue and the registry's targeting rules (semantics §5), with fixed instants."""
+"""The planner's priority queue and the registry's targeting rules (docs/semantics.md §5), with fixed instants."""
 
 from __future__ import annotations
 

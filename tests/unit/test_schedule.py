@@ -1,4 +1,4 @@
-"""Unit tests for schedule parsing, durations and fire-time helpers (semantics §1), at fixed instants in UTC."""
+"""Unit tests for schedule parsing, durations and fire-time helpers (docs/semantics.md §1), at fixed instants in UTC."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cronbus.common.errors import ScheduleError, ValidationError
+from cronbus.common.errors import DurationError, ScheduleError, ValidationError
 from cronbus.common.schedule import (
+    AfterSchedule,
     Schedule,
+    dkron_hash,
     format_duration,
     next_fires,
     parse_duration,
     parse_schedule,
+    plan_catchup,
+    plan_late,
     slots_between,
 )
 
@@ -88,7 +92,7 @@ def test_parse_duration_reads_go_durations(text: str, expected: timedelta) -> No
     ],
 )
 def test_parse_duration_rejects_with_reason(text: str, problem: str) -> None:
-    with pytest.raises(ValueError, match=f"invalid duration '{text}': .*{problem}"):
+    with pytest.raises(DurationError, match=f"invalid duration '{text}': .*{problem}"):
         parse_duration(text)
 
 
@@ -208,9 +212,65 @@ def test_timezone_defaults_to_utc() -> None:
 # ---------------------------------------------------------------------------------------------- hash
 
 
-def test_hash_is_stable_and_pinned() -> None:
-    # crc32 of the job name: every scheduler process, in any Python, agrees (hash() would not).
-    assert fires("0 ~ * * * *", "2026-01-01 00:00:00", 2, job_name="backup") == [
+# Dkron's `~` for 20 names across the six positions, as Dkron v4.1.2 computes it (dkron/job.go: the sum of the
+# name's code points; positions 0-1 mod 60, 2 mod 24, 3 mod 28 + 1, 4 mod 12 + 1, 5 mod 7).
+DKRON_TILDE = [
+    ("test_job", 858, "18 18 18 19 7 4"),
+    ("backup", 630, "30 30 6 15 7 0"),
+    ("etl", 325, "25 25 13 18 2 3"),
+    ("cleanup", 744, "24 24 0 17 1 2"),
+    ("café", 531, "51 51 3 28 4 6"),
+    ("report-daily", 1244, "44 44 20 13 9 5"),
+    ("a", 97, "37 37 1 14 2 6"),
+    ("z", 122, "2 2 2 11 3 3"),
+    ("job1", 364, "4 4 4 1 5 0"),
+    ("nightly-backup", 1442, "2 2 2 15 3 0"),
+    ("ßñëäïüøáéíóýćàèìòùâêîôûæšłç", 6632, "32 32 8 25 9 3"),
+    ("db_vacuum", 950, "50 50 14 27 3 5"),
+    ("-", 45, "45 45 21 18 10 3"),
+    ("9", 57, "57 57 9 2 10 1"),
+    ("payments-reconcile", 1874, "14 14 2 27 3 5"),
+    ("ωμέγα", 4758, "18 18 6 27 7 5"),
+    ("x_y_z", 553, "13 13 1 22 2 0"),
+    ("kafka-to-s3", 993, "33 33 9 14 10 6"),
+    ("web-01", 460, "40 40 4 13 5 5"),
+    ("ünïcode-job", 1372, "52 52 4 1 5 0"),
+]
+
+
+@pytest.mark.parametrize(("name", "code_points", "values"), DKRON_TILDE)
+def test_tilde_is_dkrons_value_at_every_position(name: str, code_points: int, values: str) -> None:
+    assert sum(ord(c) for c in name) == code_points
+    assert dkron_hash("~ ~ ~ ~ ~ ~", name) == values
+    sched = parse_schedule("~ ~ ~ ~ ~ ~", job_name=name)  # the replaced spec is what runs
+    again = parse_schedule(values)
+    assert sched is not None and again is not None
+    after = utc("2026-01-01T00:00:00")
+    assert sched.next_after(after) == again.next_after(after)
+
+
+def test_tilde_examples_match_dkron() -> None:
+    assert fires("0 0 ~ * * *", "2026-01-01 00:00:00", 1, job_name="test_job") == ["2026-01-01 18:00:00"]
+    # Textual, as Dkron: `~/15` with 25 is `25/15`, so :25, :40, :55 (three runs an hour).
+    assert fires("0 ~/15 * * * *", "2026-01-01 00:00:00", 4, job_name="etl") == [
+        "2026-01-01 00:25:00", "2026-01-01 00:40:00", "2026-01-01 00:55:00", "2026-01-01 01:25:00",
+    ]  # fmt: skip
+    assert dkron_hash("TZ=Europe/Berlin 0 ~ ~ * * *", "report-daily") == "TZ=Europe/Berlin 0 44 20 * * *"
+    assert dkron_hash("CRON_TZ=UTC 0 0 0 * * ~", "cleanup") == "CRON_TZ=UTC 0 0 0 * * 2"  # Tuesdays
+    assert dkron_hash("0  ~ * * * *", "backup") == "0  6 * * * *"  # split on single spaces: '' is a position
+    assert dkron_hash("@every ~", "backup") == "@every ~"  # a descriptor is left alone (and then refused)
+    with pytest.raises(ScheduleError):
+        parse_schedule("@every ~", job_name="backup")
+
+
+def test_tilde_in_a_five_field_spec_is_hashed_as_if_the_seconds_came_first() -> None:
+    assert dkron_hash("~ ~ ~ ~ ~", "test_job") == "18 18 19 7 4"  # minute mod 60, hour mod 24, ...
+    assert fires("~ ~ * * *", "2026-01-01 00:00:00", 1, job_name="test_job") == ["2026-01-01 18:18:00"]
+
+
+def test_h_hash_is_stable_and_pinned() -> None:
+    # crc32 of the job name and field: every scheduler process, in any Python, agrees (hash() would not).
+    assert fires("0 H * * * *", "2026-01-01 00:00:00", 2, job_name="backup") == [
         "2026-01-01 00:50:00",
         "2026-01-01 01:50:00",
     ]
@@ -220,10 +280,10 @@ def test_hash_is_stable_and_pinned() -> None:
     ]
 
 
-def test_hash_spreads_jobs_across_the_field() -> None:
+def test_h_hash_spreads_jobs_across_the_field() -> None:
     minutes = set()
     for i in range(1000):
-        sched = parse_schedule("0 ~ * * * *", job_name=f"job-{i}")
+        sched = parse_schedule("0 H * * * *", job_name=f"job-{i}")
         assert sched is not None
         t = sched.next_after(utc("2026-01-01T00:00:00"))
         assert t is not None
@@ -236,8 +296,7 @@ def test_hash_spreads_jobs_across_the_field() -> None:
     [
         ("H/15 * * * *", 4, 0, 59, 15),  # the offset within the step is hashed
         ("H(0-29) * * * *", 1, 0, 29, 0),
-        ("~(0-29)/10 * * * *", 3, 0, 29, 10),
-        ("10~20 * * * *", 1, 10, 20, 0),
+        ("H(0-29)/10 * * * *", 3, 0, 29, 10),
     ],
 )
 def test_hash_forms(expr: str, count: int, lo: int, hi: int, step: int) -> None:
@@ -372,7 +431,7 @@ def test_next_fires_caps_the_count_and_handles_empty() -> None:
 def test_next_fires_uses_the_job_zone_name_and_creation_time() -> None:
     job = Job(name="backup", schedule="@every 1h", created_at=utc("2026-01-01T00:20:00"))
     assert next_fires(job, utc("2026-01-01T03:00:00"), 1) == [utc("2026-01-01T03:20:00")]
-    hashed = Job(name="backup", schedule="0 ~ * * * *", timezone="Asia/Kolkata")  # +05:30
+    hashed = Job(name="backup", schedule="0 H * * * *", timezone="Asia/Kolkata")  # +05:30
     assert next_fires(hashed, utc("2026-01-01T00:00:00"), 1) == [utc("2026-01-01T00:20:00")]
     with pytest.raises(ScheduleError):
         next_fires(Job(schedule="bogus"), utc("2026-01-01T00:00:00"), 1)
@@ -394,3 +453,65 @@ def test_results_are_utc() -> None:
     result = sched.next_after(datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=-3))))
     assert result is not None
     assert result.tzinfo is UTC
+
+
+# ---------------------------------------------------------------------------------------------- @after
+
+
+def test_after_fires_once_at_its_time_with_dkrons_or_a_plain_grace() -> None:
+    for grace in ("<PT1H", "PT1H"):
+        sched = parse_schedule(f"@after 2027-01-01T00:00:00Z {grace}")
+        assert isinstance(sched, AfterSchedule)
+        assert sched.grace == timedelta(hours=1)
+        assert sched.next_after(utc("2026-12-31T00:00:00")) == utc("2027-01-01T00:00:00")
+        assert sched.next_after(utc("2027-01-01T00:00:00")) is None
+    assert parse_schedule("@after 2027-01-01T01:00:00+01:00 <P1Y2M3DT4H5M6.5S").grace == timedelta(  # type: ignore[union-attr]
+        days=365 + 60 + 3, hours=4, minutes=5, seconds=6.5
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("@after 2027-01-01T00:00:00Z", "needs a time and a grace period"),
+        ("@after 2027-01-01T00:00:00Z <PT1H extra", "needs a time and a grace period"),
+        ("@after tomorrow <PT1H", "needs an RFC 3339 time"),
+        ("@after 2027-01-01T00:00:00 <PT1H", "needs an RFC 3339 time"),  # an offset is required, as in Dkron
+        ("@after 2027-01-01T00:00:00Z <P2H", "'P2H' is not an ISO 8601 duration"),
+        ("@after 2027-01-01T00:00:00Z <", "'' is not an ISO 8601 duration"),
+        ("@after 2027-01-01T00:00:00Z <PT", "'PT' is not an ISO 8601 duration"),
+        ("@after 2027-01-01T00:00:00Z <PT0S", "'PT0S' must be more than zero"),
+        ("@after 2027-01-01T00:00:00Z <pt1h", "is not an ISO 8601 duration"),
+    ],
+)
+def test_after_refuses_what_is_malformed_with_the_reason(spec: str, message: str) -> None:
+    with pytest.raises(ScheduleError, match=message):
+        parse_schedule(spec)
+
+
+@dataclass
+class _AfterJob:
+    schedule: str = "@after 2027-01-01T00:00:00Z <PT1H"
+    name: str = "once"
+    timezone: str = ""
+    created_at: datetime | None = None
+    starts_at: datetime | None = None
+    expires_at: datetime | None = None
+    misfire_policy: str = "run_once"
+    catchup_window: str = "1h"
+
+
+def test_an_after_job_late_within_its_grace_runs_once_then_never_again() -> None:
+    job = _AfterJob()
+    at = utc("2027-01-01T00:00:00")
+    assert plan_late(job, None, utc("2026-12-31T23:59:59")).run == []  # not due: the planner fires it on time
+    assert plan_late(job, None, at).run == [at]
+    assert plan_late(job, None, utc("2027-01-01T00:59:59")).run == [at]
+    assert plan_late(job, utc("2026-06-01T00:00:00"), utc("2027-01-01T00:30:00")).run == [at]
+    assert plan_late(job, at, utc("2027-01-01T00:30:00")) == plan_late(job, at, at)  # ran: nothing more
+    assert plan_late(job, at, at).run == [] and plan_late(job, at, at).missed == []
+    past = plan_late(job, None, utc("2027-01-01T01:00:01"))
+    assert past.run == [] and past.missed == [(at, "past its @after grace period of 1h0m0s")]
+    # The catch-up of other schedules leaves an @after fire to plan_late, whatever its catchup_window.
+    assert plan_catchup(job, utc("2026-06-01T00:00:00"), utc("2027-01-01T00:30:00")).run == []
+    assert plan_late(_AfterJob(schedule="0 * * * * *"), None, at).run == []

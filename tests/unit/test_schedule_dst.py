@@ -1,4 +1,4 @@
-"""DST rules of semantics §2, pinned with exact instants: gap times shift once, repeated times fire once.
+"""DST rules of docs/semantics.md §2, pinned with exact instants: gap times shift once, repeated times fire once.
 
 Fixed-hour schedules: a wall time in a spring-forward gap fires once at the first instant after the gap; a
 wall time that happens twice fires at its first occurrence only. Wildcard/step-hour schedules fire at every

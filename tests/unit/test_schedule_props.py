@@ -1,6 +1,6 @@
 """Property tests for next_after: agreement with croniter in UTC, and a brute-force oracle around DST changes.
 
-The oracle expands fields with croniter (an independent parser) and applies semantics §2 minute by minute.
+The oracle expands fields with croniter (an independent parser) and applies docs/semantics.md §2 minute by minute.
 Generated day fields never spell the full range other than as `*`, where croniter and cronbus (like Dkron)
 decide differently whether the field counts as restricted.
 """

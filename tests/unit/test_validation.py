@@ -170,7 +170,7 @@ def test_starts_at_must_be_before_expires_at() -> None:
 def test_processors_must_be_known() -> None:
     assert validate_job(job(processors={"log": {}, "files": {"forward": "true"}}), existing=None, now=NOW)
     assert reason(job(processors={"mail": {}})) == (
-        "Job validation failed: unknown processor 'mail' (known: files, log, syslog)."
+        "Job validation failed: unknown processor 'mail' (known: files, fluent, log, syslog)."
     )
     assert "settings must map strings to strings" in reason(job(processors={"log": {"x": 1}}))
 
@@ -185,8 +185,19 @@ def test_tag_keys_are_not_empty() -> None:
 def test_executor_is_required_and_known() -> None:
     assert reason(job(executor="")) == "Job validation failed: executor cannot be empty (use shell, http or noop)."
     assert reason(job(executor="docker")) == (
-        "Job validation failed: unknown executor 'docker' (known: http, noop, shell)."
+        "Job validation failed: unknown executor 'docker' (known: grpc, http, nats, noop, rabbitmq, shell)."
     )
+
+
+@pytest.mark.parametrize("executor", ["kafka", "gcppubsub"])
+def test_dkron_executors_cronbus_does_not_provide_are_refused_as_such(executor: str) -> None:
+    """Not "unknown": the message says cronbus does not provide it, and why (docs/executors.md)."""
+    message = reason(job(executor=executor, executor_config={"topic": "t"}))
+    assert message.startswith(f"Job validation failed: executor '{executor}' is not available in cronbus: ")
+    assert "could not test" in message and "shell job" in message
+    assert "unknown" not in message
+    with pytest.raises(ValidationError, match=f"^executor '{executor}' is not available in cronbus: "):
+        validate_executor_config(executor, {})
 
 
 def test_executor_config_errors_name_the_executor_and_the_key() -> None:
@@ -262,6 +273,106 @@ def test_http_configs_rejected(config: dict[str, str], message: str) -> None:
     with pytest.raises(ValidationError) as info:
         validate_executor_config("http", config)
     assert message in str(info.value)
+
+
+NATS_OK = [
+    {"url": "nats://127.0.0.1:4222", "subject": "jobs.backup"},
+    {"url": "tls://nats.demo.io:4443", "subject": "s", "message": "", "userName": "u", "password": "p", "debug": "x"},
+    {"url": "127.0.0.1:4222, nats://user:pw@other:4222", "subject": "a.b-c.d_e"},
+]
+NATS_BAD = [
+    ({"subject": "s"}, "url: required"),
+    ({"url": "nats://h:4222"}, "subject: required"),
+    ({"url": "nats://h:4222", "subject": "  "}, "subject: required"),
+    ({"url": "http://h:4222", "subject": "s"}, "url: 'http://h:4222' is not a NATS server address"),
+    ({"url": "nats://h:99999", "subject": "s"}, "url: 'nats://h:99999' is not a NATS server address"),
+    ({"url": "nats://h:4222", "subject": "jobs.*"}, "subject: 'jobs.*' is not a subject to publish to"),
+    ({"url": "nats://h:4222", "subject": "a..b"}, "subject: 'a..b' is not a subject to publish to"),
+    ({"url": "nats://h:4222", "subject": "a b"}, "subject: 'a b' is not a subject to publish to"),
+]
+RABBITMQ_OK = [
+    {"url": "amqp://guest:guest@localhost:5672/", "queue.name": "q"},
+    {
+        "url": "amqps://u:p@rabbit:5671/vhost",
+        "exchange": "jobs",
+        "queue.name": "test",
+        "queue.create": "true",
+        "queue.durable": "true",
+        "queue.auto_delete": "false",
+        "queue.exclusive": "false",
+        "message.content_type": "application/json",
+        "message.delivery_mode": "2",
+        "message.messageId": "4373732772",
+        "message.body": '{"key":"value"}',
+    },
+    {"url": "amqp://h/", "queue.name": "q", "message.base64Body": "aGk=", "message.body": ""},
+    {"url": "amqp://h/", "queue.name": "q", "message.delivery_mode": "255"},  # Dkron takes any uint8
+]
+RABBITMQ_BAD = [
+    ({"queue.name": "q"}, "url: required"),
+    ({"url": "http://h/", "queue.name": "q"}, "url: 'http://h/' is not an amqp:// or amqps:// URL with a host"),
+    ({"url": "amqp://h:70000/", "queue.name": "q"}, "url: 'amqp://h:70000/' is not an AMQP URL"),
+    ({"url": "amqp://h/"}, "queue.name: required (it is also the routing key)"),
+    ({"url": "amqp://h/", "queue.name": "q" * 256}, "queue.name: longer than 255 bytes"),
+    (
+        {"url": "amqp://h/", "queue.name": "q", "message.body": "a", "message.base64Body": "YQ=="},
+        "message.body and message.base64Body: set only one of them",
+    ),
+    ({"url": "amqp://h/", "queue.name": "q", "message.base64Body": "not base64!"}, "message.base64Body: not valid"),
+    ({"url": "amqp://h/", "queue.name": "q", "message.delivery_mode": "256"}, "message.delivery_mode: '256' is not"),
+    ({"url": "amqp://h/", "queue.name": "q", "message.delivery_mode": "-1"}, "message.delivery_mode: '-1' is not"),
+    ({"url": "amqp://h/", "queue.name": "q", "message.delivery_mode": "persistent"}, "message.delivery_mode: "),
+    ({"url": "amqp://h/", "queue.name": "q", "queue.create": "yes"}, "queue.create: 'yes' is not a boolean"),
+    ({"url": "amqp://h/", "queue.name": "q", "queue.durable": "2"}, "queue.durable: '2' is not a boolean"),
+]
+GRPC_OK = [
+    {"url": "127.0.0.1:9000/demo.DemoService/Demo"},
+    {"url": "localhost:50051/Greeter/SayHello", "body": '{"name": "x"}', "headers": '["Authorization: Bearer t"]'},
+    {"url": "[::1]:9000/a.b.C.D", "timeout": "5", "expectCode": "5", "headers": '["X-Data-Bin: AAEC"]'},
+    {"url": "grpc.internal:443/pkg.Svc/Call", "expectCode": "NOT_FOUND", "body": " "},
+]
+GRPC_BAD = [
+    ({}, "url: required (host:port/package.Service/Method)"),
+    ({"url": "127.0.0.1:9000"}, "url: '127.0.0.1:9000' is not host:port/package.Service/Method"),
+    ({"url": "127.0.0.1/demo.S/M"}, "url: '127.0.0.1/demo.S/M' is not host:port/package.Service/Method"),
+    ({"url": "h:0/demo.S/M"}, "url: 'h:0/demo.S/M' is not host:port"),
+    ({"url": "h:9000/demo.S/"}, "url: 'h:9000/demo.S/' is not host:port"),
+    ({"url": "h:9000/demo.S/M/x"}, "url: 'h:9000/demo.S/M/x' is not host:port"),
+    ({"url": "h:9000/S/M", "body": "{name: x}"}, "body: not JSON"),
+    ({"url": "h:9000/S/M", "body": "[1]"}, "body: expected a JSON object"),
+    ({"url": "h:9000/S/M", "headers": "X: 1"}, "headers: not JSON"),
+    ({"url": "h:9000/S/M", "headers": '["grpc-timeout: 1S"]'}, "headers: 'grpc-timeout' is reserved by gRPC"),
+    ({"url": "h:9000/S/M", "headers": '["X-Bin: !!"]'}, "headers: 'X-Bin' ends in -bin, so its value must be base64"),
+    ({"url": "h:9000/S/M", "timeout": "soon"}, "timeout: 'soon' is not a positive duration"),
+    ({"url": "h:9000/S/M", "expectCode": "17"}, "expectCode: '17' is not a gRPC status code"),
+    ({"url": "h:9000/S/M", "expectCode": "-1"}, "expectCode: '-1' is not a gRPC status code"),
+]
+
+
+@pytest.mark.parametrize(
+    ("executor", "config"),
+    [("nats", c) for c in NATS_OK] + [("rabbitmq", c) for c in RABBITMQ_OK] + [("grpc", c) for c in GRPC_OK],
+)
+def test_broker_configs_accepted(executor: str, config: dict[str, str]) -> None:
+    validate_executor_config(executor, config)
+
+
+@pytest.mark.parametrize(
+    ("executor", "config", "message"),
+    [("nats", *c) for c in NATS_BAD] + [("rabbitmq", *c) for c in RABBITMQ_BAD] + [("grpc", *c) for c in GRPC_BAD],
+)
+def test_broker_configs_rejected_naming_the_key(executor: str, config: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_executor_config(executor, config)
+    assert str(info.value).startswith(message)
+
+
+def test_a_broker_config_error_is_refused_when_the_job_is_written() -> None:
+    config = {"url": "amqp://h/", "queue.name": "q", "message.body": "a", "message.base64Body": "YQ=="}
+    assert reason(job(executor="rabbitmq", executor_config=config)) == (
+        "Job validation failed: invalid executor_config for the rabbitmq executor: "
+        "message.body and message.base64Body: set only one of them."
+    )
 
 
 def test_noop_accepts_anything_and_values_must_be_strings() -> None:

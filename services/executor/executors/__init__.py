@@ -1,1 +1,1 @@
-"""Job executors: shell, http, noop."""
+"""Job executors: shell, http, noop, nats, rabbitmq, grpc."""

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import msgspec
 
 from cronbus.common.errors import ValidationError
+from cronbus.common.executor_config import unknown_executor
 
 if TYPE_CHECKING:
-    import asyncio
-
     from cronbus.services.executor.output import OutputBuffer
 
 
@@ -71,6 +72,43 @@ class Executor(ABC):
         """
 
 
+C = TypeVar("C")
+
+
+class ClientExecutor(Executor, Generic[C]):
+    """An executor that makes one request through a client library of the `executors` extra (nats, rabbitmq,
+    grpc): its config parsed, the client found (a clear failure when it is not installed), then `call` supervised
+    (kill, timeout)."""
+
+    modules: ClassVar[tuple[str, ...]]  # imported to find the client, only by a run of this executor
+    packages: ClassVar[str]  # what to install, in words, when one is missing
+
+    @abstractmethod
+    def parse(self, config: dict[str, str]) -> C:
+        """The typed config; raises ValidationError."""
+
+    @abstractmethod
+    def timeout_s(self, config: C) -> float:
+        """The run's timeout when the job sets none."""
+
+    @abstractmethod
+    async def call(self, config: C, timeout_s: float, request: RunRequest, output: OutputBuffer) -> RunResult:
+        """The request; cancelled when the run is killed or times out."""
+
+    async def run(self, request: RunRequest, output: OutputBuffer, kill: asyncio.Event) -> RunResult:
+        try:
+            config = self.parse(request.config)
+        except ValidationError as exc:
+            return fail(output, str(exc))
+        try:
+            for module in self.modules:
+                importlib.import_module(module)
+        except ImportError as exc:
+            return client_missing(output, self.name, self.packages, exc)
+        timeout_s = effective_timeout_s(self.timeout_s(config), request.timeout_s) or self.timeout_s(config)
+        return await supervise(self.call(config, timeout_s, request, output), kill, timeout_s, output)
+
+
 EXECUTORS: dict[str, type[Executor]] = {}
 
 E = TypeVar("E", bound=type[Executor])
@@ -97,8 +135,7 @@ def _executor_class(name: str) -> type[Executor]:
     try:
         return EXECUTORS[name]
     except KeyError:
-        known = ", ".join(sorted(EXECUTORS))
-        raise ValidationError(f"unknown executor {name!r} (known: {known})") from None
+        raise ValidationError(unknown_executor(name)) from None
 
 
 def fail(output: OutputBuffer, reason: str, exit_code: int | None = None) -> RunResult:
@@ -118,6 +155,39 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+async def supervise(
+    work: Coroutine[Any, Any, RunResult], kill: asyncio.Event, timeout_s: float, output: OutputBuffer
+) -> RunResult:
+    """Awaits `work` (one request to a server) until it ends, `kill` is set ("killed") or `timeout_s` passes
+    ("timeout"); whatever ends it, `work` is cancelled and awaited before this returns."""
+    working = asyncio.ensure_future(work)
+    killed = asyncio.ensure_future(kill.wait())
+    try:
+        done, _ = await asyncio.wait({working, killed}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        killed.cancel()
+        if not working.done():
+            working.cancel()
+            await asyncio.wait({working})
+    if working in done:
+        return working.result()
+    if killed in done:
+        notice(output, "killed")
+        return RunResult("killed", None, "killed")
+    reason = f"timed out after {format_seconds(timeout_s)}"
+    notice(output, reason)
+    return RunResult("timeout", None, reason)
+
+
+def client_missing(output: OutputBuffer, executor: str, package: str, exc: ImportError) -> RunResult:
+    """The failed result of a run whose executor's client library is not installed on this host."""
+    return fail(
+        output,
+        f"the {executor} executor needs the Python package {package}, which is not installed on this executor "
+        f"({exc}); install cronbus with its executors extra: pip install 'cronbus[executors]'",
+    )
+
+
 def effective_timeout_s(*timeouts_s: float | None) -> float | None:
     """The smallest of the timeouts that are set, or None when none is."""
     positive = [t for t in timeouts_s if t is not None and t > 0]
@@ -132,5 +202,5 @@ def rfc3339(instant: datetime) -> str:
 
 # Each executor module imports this one and registers itself, so they are imported last: whichever module
 # is imported first, EXECUTORS holds every built-in executor once that import completes.
-for _module in ("http", "noop", "shell"):
+for _module in ("grpc", "http", "nats", "noop", "rabbitmq", "shell"):
     importlib.import_module(f"{__package__}.{_module}")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import grp
 import logging
 import os
-import pwd
 import shutil
 import signal
 import subprocess
 import threading
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
+
+import psutil
 
 from cronbus.common.errors import ValidationError
 from cronbus.common.executor_config import ShellConfig, parse_shell_config
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 GUARDIAN = Guardian()  # kills this process's runs if it dies (see guardian.py); stopped by the executor service
 
-_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 READ_BYTES = 256 * 1024  # at most per read of the output pipe
 
 
@@ -53,10 +52,36 @@ class _Identity:
     home: str
 
 
+def _environment(request: RunRequest, job_env: dict[str, str], identity: _Identity | None) -> dict[str, str]:
+    """The command's environment: the executor's (filtered), who it runs as, the run's, then the job's."""
+    env = dict(_inherited_environment())
+    if identity is not None:
+        env.update(HOME=identity.home, USER=identity.user, LOGNAME=identity.user)
+    env.update(
+        CRONBUS_JOB_NAME=request.job_name,
+        CRONBUS_EXECUTION_ID=request.execution_id,
+        CRONBUS_SCHEDULED_AT=rfc3339(request.scheduled_at),
+        ENV_JOB_NAME=request.job_name,
+    )
+    env.update(job_env)  # last, so a job can override anything (as in Dkron)
+    return env
+
+
+async def _identity_of(user: str | None, group: str | None) -> _Identity | None:
+    """Who the command runs as (None: as the executor); raises ValidationError when they do not exist."""
+    if user is None:
+        return None
+    # The user database may be remote (NSS: LDAP, SSSD), so it is not read on the loop.
+    return await asyncio.to_thread(_resolve_identity, user, group)
+
+
 def _resolve_identity(user: str, group: str | None) -> _Identity:
     """Looks the user and group up on this host; raises ValidationError when they do not exist."""
     if os.geteuid() != 0:
         raise ValidationError(f"su {user}: the executor is not running as root")
+    import grp  # noqa: PLC0415 - POSIX only: imported here, so the module imports on every system
+    import pwd  # noqa: PLC0415
+
     try:
         entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
     except KeyError:
@@ -97,22 +122,10 @@ class ShellExecutor(Executor):
     async def run(self, request: RunRequest, output: OutputBuffer, kill: asyncio.Event) -> RunResult:
         try:
             config = parse_shell_config(request.config)
-            identity = None
-            if config.su_user is not None:
-                # The user database may be remote (NSS: LDAP, SSSD), so it is not read on the loop.
-                identity = await asyncio.to_thread(_resolve_identity, config.su_user, config.su_group)
+            identity = await _identity_of(config.su_user, config.su_group)
         except ValidationError as exc:
             return fail(output, str(exc))
-        env = dict(_inherited_environment())
-        if identity is not None:
-            env.update(HOME=identity.home, USER=identity.user, LOGNAME=identity.user)
-        env.update(
-            CRONBUS_JOB_NAME=request.job_name,
-            CRONBUS_EXECUTION_ID=request.execution_id,
-            CRONBUS_SCHEDULED_AT=rfc3339(request.scheduled_at),
-            ENV_JOB_NAME=request.job_name,
-        )
-        env.update(config.env)  # last, so a job can override anything (as in Dkron)
+        env = _environment(request, config.env, identity)
 
         # Our own pipe, not PIPE: Process.wait() would also wait for the pipe to close, which a
         # background child holding it can delay forever.
@@ -359,18 +372,12 @@ async def _watch_memory(pgid: int, limit_bytes: int, poll_s: float) -> int:
 
 
 def group_rss_bytes(pgid: int) -> int:
-    """Sums the resident memory of the processes of a process group, read from /proc (Linux)."""
+    """Sums the resident memory of the processes of a process group (psutil: the same on Linux and macOS)."""
     total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for process in psutil.process_iter(["memory_info"]):
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
-                stat = stat_file.read()
-        except OSError:
-            continue  # the process ended meanwhile
-        # Fields after the command name, which is in parentheses and may contain anything: state ppid pgrp ...
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 21 and int(fields[2]) == pgid:
-            total += int(fields[21]) * _PAGE_BYTES  # field 24 of proc(5), rss in pages
+            if os.getpgid(process.pid) == pgid:
+                total += process.info["memory_info"].rss
+        except (OSError, AttributeError):
+            continue  # ended meanwhile (memory_info is None for a process psutil could not read)
     return total

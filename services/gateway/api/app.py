@@ -30,12 +30,15 @@ from litestar.types import HTTPScope, LifeSpanReceive, LifeSpanScope, LifeSpanSe
 from cronbus.common.consul.client import ConsulClient
 from cronbus.common.consul.store import Store
 from cronbus.common.consul.view import JobView
+from cronbus.common.history import open_history_store
 from cronbus.common.models import now_utc
 from cronbus.common.settings import GatewaySettings
-from cronbus.services.gateway.api import cluster, executions, jobs
+from cronbus.common.tracing import tracing
+from cronbus.services.gateway.api import cluster, executions, jobs, stats
 from cronbus.services.gateway.api.auth import OPEN, token_guard
 from cronbus.services.gateway.api.control import ControlClient
 from cronbus.services.gateway.api.errors import handle_exception, one_line
+from cronbus.services.gateway.api.history import History
 from cronbus.services.gateway.api.metrics import Metrics
 from cronbus.services.gateway.api.state import GatewayState
 from cronbus.services.gateway.api.table import JobTable
@@ -218,10 +221,15 @@ def create_app(
         settings=settings,
         consul=consul,
         store=store,
+        history=History(store, open_history_store(settings.history_store, store)),
         view=view,
         table=JobTable(view, clock),
         control=ControlClient(
-            store, node_name=settings.node_name, timeout_s=settings.request_timeout_s, bus_settings=settings.bus
+            store,
+            node_name=settings.node_name,
+            timeout_s=settings.request_timeout_s,
+            bus_settings=settings.bus,
+            tracing=tracing("gateway", settings.otel_endpoint),
         ),
         metrics=metrics,
         on_leave=on_leave,
@@ -239,11 +247,12 @@ def create_app(
         finally:
             stop.set()
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.gather(task, return_exceptions=True)  # a crash was handled by _view_ended
             await state.control.close()
+            await asyncio.to_thread(state.control.tracing.close)  # the last spans, bounded by the exporter's timeout
+            await state.history.close()
 
-    handlers: list[Any] = [*jobs.ROUTES, *executions.ROUTES, *cluster.ROUTES]
+    handlers: list[Any] = [*jobs.ROUTES, *executions.ROUTES, *cluster.ROUTES, *stats.ROUTES]
     if UI_DIR.is_dir():
         handlers.append(
             create_static_files_router(path="/ui", directories=[UI_DIR], html_mode=True, opt=OPEN, name="ui")
@@ -280,10 +289,13 @@ def create_app(
 
 
 def _view_ended(state: GatewayState, task: asyncio.Task[None]) -> None:
-    # A crashed view is a bug; the gateway keeps serving what does not need it, and /health says so.
+    # A crashed view is a bug. From then on nothing that reads it is served (ready_view answers 503, /health says
+    # why), and the gateway process ends, as it does for any crashed task (GatewayService waits for view_crashed),
+    # so its supervisor starts it again with a fresh view instead of one that serves what it cannot vouch for.
     if not task.cancelled() and (error := task.exception()) is not None:
         state.view_failure = one_line(repr(error))
         log.critical("job view crashed: %s", state.view_failure, exc_info=error)
+        state.view_crashed.set()
 
 
 @get("/", include_in_schema=False, opt=OPEN)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from typing import Any, Final
 
@@ -26,11 +28,20 @@ OPEN: Final = {PUBLIC: True}
 
 
 def presented_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The token of `Authorization: Bearer <token>`, else of `X-Dkron-Token`, else ""."""
+    """The token of `Authorization: Bearer <token>`, else the password of `Authorization: Basic` (any user name:
+    how clients that put Dkron behind a proxy with basic auth send it, django-dkron's DKRON_API_AUTH among them),
+    else of `X-Dkron-Token`, else ""."""
     authorization = connection.headers.get("authorization", "")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
+    if scheme.lower() == "basic" and token.strip():
+        try:
+            _, _, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            password = ""
+        if password:
+            return password
     return connection.headers.get("x-dkron-token", "").strip()
 
 
@@ -68,7 +79,7 @@ def token_guard(tokens: dict[str, str]) -> Guard:
         if role is None:
             raise NotAuthorizedException(
                 "a valid API token is required (Authorization: Bearer <token>)",
-                headers={"WWW-Authenticate": 'Bearer realm="cronbus"'},
+                headers={"WWW-Authenticate": 'Bearer realm="cronbus"'},  # not Basic: browsers would prompt
             )
         needed = required_role(method, handler.opt)
         if _RANK.get(role, -1) < _RANK.get(needed, len(ROLES)):

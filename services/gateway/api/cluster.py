@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from typing import Any, Final
+from datetime import UTC
+from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
 from litestar import MediaType, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import QueryParameter
 
 from cronbus.common.consul import keys
 from cronbus.common.consul.catalog import list_members
-from cronbus.common.errors import ConsulError, NotFoundError
-from cronbus.common.models import Execution, LeaderInfo, Member, PauseState
+from cronbus.common.errors import ConsulError, NotFoundError, ValidationError
+from cronbus.common.models import MAX_PAUSE_BY, MAX_PAUSE_NOTE, Execution, LeaderInfo, Member, PauseState
 from cronbus.services.gateway.api import metrics
 from cronbus.services.gateway.api.auth import OPEN, READ, presented_token, role_of
 from cronbus.services.gateway.api.errors import responses
@@ -153,21 +155,70 @@ async def leave(gw: Gateway) -> Response[list[Member]]:
     return Response(found, background=BackgroundTask(gw.on_leave))
 
 
-@get("/v1/pause", summary="Whether new job submissions are paused", responses=responses(503), opt=READ)
+@get(
+    "/v1/pause",
+    summary="Whether new job submissions are paused, with the note of whoever paused them",
+    responses=responses(503),
+    opt=READ,
+)
 async def get_pause(gw: Gateway) -> PauseState:
-    return PauseState(await gw.store.get_pause())
+    return await gw.store.get_pause_state()
 
 
-@post("/v1/pause", status_code=200, summary="Pause new job submissions (cluster-wide)", responses=responses(503))
-async def pause(gw: Gateway) -> PauseState:
-    await gw.store.set_pause(True)
-    return PauseState(True)
+class PauseNote(msgspec.Struct, forbid_unknown_fields=True):
+    """The optional body of POST /v1/pause (cronbus's; Dkron's takes none)."""
+
+    note: str = ""
+    paused_by: str = ""
+
+
+def pause_note(body: bytes, note: str | None, paused_by: str | None) -> PauseNote:
+    """The note from the JSON body and/or the query (the query wins); an empty body is no note."""
+    given = PauseNote()
+    if body.strip():
+        try:
+            given = msgspec.json.decode(body, type=PauseNote)
+        except msgspec.DecodeError as exc:
+            raise ValidationError(f"invalid pause note: {exc}") from None
+    found = PauseNote(
+        note=(note if note is not None else given.note).strip(),
+        paused_by=(paused_by if paused_by is not None else given.paused_by).strip(),
+    )
+    if len(found.note) > MAX_PAUSE_NOTE:
+        raise ValidationError(f"note must be at most {MAX_PAUSE_NOTE} characters")
+    if len(found.paused_by) > MAX_PAUSE_BY:
+        raise ValidationError(f"paused_by must be at most {MAX_PAUSE_BY} characters")
+    return found
+
+
+@post(
+    "/v1/pause",
+    status_code=200,
+    summary="Pause new job submissions (cluster-wide)",
+    description=(
+        'Optional: a note, as a JSON body `{"note": ..., "paused_by": ...}` or as the query parameters `note` and '
+        "`paused_by`; it is kept with the pause state, with the time, until unpaused. Pausing again replaces it."
+    ),
+    responses=responses(400, 503),
+)
+async def pause(
+    request: Request[Any, Any, Any],
+    gw: Gateway,
+    note: Annotated[str | None, QueryParameter(description="why (at most 1000 characters)")] = None,
+    paused_by: Annotated[str | None, QueryParameter(description="who (at most 200 characters)")] = None,
+) -> PauseState:
+    given = pause_note(await request.body(), note, paused_by)
+    state = PauseState(paused=True, note=given.note, paused_by=given.paused_by, paused_at=gw.clock().astimezone(UTC))
+    await gw.store.set_pause_state(state)
+    log.info("job submissions paused by=%r note=%r", state.paused_by, state.note)
+    return state
 
 
 @post("/v1/unpause", status_code=200, summary="Accept new job submissions again", responses=responses(503))
 async def unpause(gw: Gateway) -> PauseState:
-    await gw.store.set_pause(False)
-    return PauseState(False)
+    await gw.store.set_pause_state(PauseState())
+    log.info("job submissions resumed")
+    return PauseState()
 
 
 @get(
@@ -183,10 +234,14 @@ async def busy(gw: Gateway) -> Response[list[Execution]]:
 
 
 class HealthReport(msgspec.Struct, omit_defaults=True):
+    """Dkron's `{"status": ...}` and cronbus's details. Not Dkron's `leader` (a bool: whether this node leads,
+    which a gateway never does): the scheduler that leads is `leader_name`."""
+
     status: str
     consul: str
-    leader: str
+    leader_name: str = ""
     invalid_jobs: list[str] = []  # stored definitions the scheduler cannot use: "name: why"
+    unreadable_records: list[str] = []  # other stored values this gateway met that do not decode: "key: why"
     problem: str = ""  # why the gateway itself is unhealthy, when Consul is fine
 
 
@@ -203,9 +258,9 @@ async def health(gw: Gateway) -> Response[HealthReport]:
         await gw.consul.status_leader()
         found = await gw.store.get_leader()
     except ConsulError as exc:
-        return Response(HealthReport(status="unhealthy", consul=str(exc), leader=""), status_code=503)
+        return Response(HealthReport(status="unhealthy", consul=str(exc)), status_code=503)
     if gw.view_failure:
-        report = HealthReport(status="unhealthy", consul="ok", leader="", problem=f"job view: {gw.view_failure}")
+        report = HealthReport(status="unhealthy", consul="ok", problem=f"job view: {gw.view_failure}")
         return Response(report, status_code=503)
     # Definitions that do not decode, and those the scheduler reported it cannot schedule.
     problems = {s.name: s.problem for s in gw.view.jobs.values() if s.job is None}
@@ -214,7 +269,13 @@ async def health(gw: Gateway) -> Response[HealthReport]:
             problems.setdefault(name, status.problem)
     invalid = [f"{name}: {problem}" for name, problem in sorted(problems.items())]
     return Response(
-        HealthReport(status="healthy", consul="ok", leader=found[0].name if found else "", invalid_jobs=invalid)
+        HealthReport(
+            status="healthy",
+            consul="ok",
+            leader_name=found[0].name if found else "",
+            invalid_jobs=invalid,
+            unreadable_records=[f"{key}: {why}" for key, why in sorted(gw.store.unreadable.items())],
+        )
     )
 
 

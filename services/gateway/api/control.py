@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import assert_never
 
 from cronbus.common import messages
-from cronbus.common.bus import Bus
+from cronbus.common.bus import Bus, KeyRing, load_keys
 from cronbus.common.consul.store import Store
-from cronbus.common.errors import CronbusError, UnavailableError
+from cronbus.common.errors import CronbusError, UnavailableError, UntrustedKeyError
 from cronbus.common.messages import (
     Ack,
     ControlReply,
@@ -22,12 +22,12 @@ from cronbus.common.messages import (
     ListBusy,
     NotLeader,
     OutputPublished,
-    QueryExecutions,
     RunJob,
     Welcome,
 )
 from cronbus.common.models import Execution, LeaderInfo
 from cronbus.common.settings import BusSettings
+from cronbus.common.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,13 @@ class _NotLeaderError(Exception):
 
 
 class _LeaderConnection:
-    """One DEALER to one leader's ROUTER and the task that reads it, resolving pending requests by req_id."""
+    """One DEALER to one leader's ROUTER and the task that reads it, resolving pending requests by req_id. On a bus
+    with keys it pins server_key, a scheduler's: only a scheduler can answer it."""
 
-    def __init__(self, bus: Bus, endpoint: str, identity: str) -> None:
+    def __init__(self, bus: Bus, endpoint: str, identity: str, server_key: bytes | None) -> None:
         self.endpoint = endpoint
-        self.socket = bus.dealer(endpoint, identity)
+        self.server_key = server_key
+        self.socket = bus.dealer(endpoint, identity, server_key=server_key)
         self.pending: dict[str, asyncio.Future[ControlReply]] = {}
         self.reader = asyncio.create_task(self._read(), name=f"control-reader {endpoint}")
 
@@ -71,14 +73,7 @@ class _LeaderConnection:
                     case NotLeader():
                         log.info("control peer is not the leader endpoint=%s leader=%s", self.endpoint, message.leader)
                         self._fail_pending(_NotLeaderError(message.leader))
-                    case (
-                        Welcome()
-                        | LeaderHeartbeat()
-                        | Ack()
-                        | messages.KillRequested()
-                        | messages.CancelRun()
-                        | QueryExecutions()
-                    ):
+                    case Welcome() | LeaderHeartbeat() | Ack() | messages.KillRequested() | messages.CancelRun():
                         log.debug("ignored %s from the leader endpoint=%s", type(message).__name__, self.endpoint)
                     case None:
                         continue
@@ -124,10 +119,19 @@ class ControlClient:
     """
 
     def __init__(
-        self, store: Store, *, node_name: str, timeout_s: float, bus_settings: BusSettings | None = None
+        self,
+        store: Store,
+        *,
+        node_name: str,
+        timeout_s: float,
+        bus_settings: BusSettings | None = None,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.store = store
+        self.tracing = tracing
         self._bus_settings = bus_settings or BusSettings()
+        # Read once (at start) and kept across buses: reload_keys() reads the allow-lists again.
+        self.keys: KeyRing | None = load_keys(self._bus_settings, "gateway")
         self.timeout_s = timeout_s
         self.identity = f"gateway-{node_name}-{uuid.uuid4().hex[:8]}"
         self._bus: Bus | None = None
@@ -138,8 +142,24 @@ class ControlClient:
     def bus(self) -> Bus:
         # Created on first use, inside the running loop, and again after close() (an app restarted in tests).
         if self._bus is None:
-            self._bus = Bus.from_settings(self._bus_settings)
+            self._bus = Bus(self.keys)
         return self._bus
+
+    async def reload_keys(self) -> None:
+        """SIGHUP: the allow-lists again; a connection to a leader whose key left them is dropped."""
+        await asyncio.to_thread(self.bus.reload_keys)
+        connection = self._connection
+        if connection is not None and not self.bus.trusts_leader(connection.server_key):
+            log.warning("dropping the control connection endpoint=%s: its key is no longer a scheduler's",
+                        connection.endpoint)  # fmt: skip
+            await self._drop(connection)
+
+    def _leader_key(self, leader: LeaderInfo) -> bytes | None:
+        try:
+            return self.bus.leader_key(leader.curve_key)
+        except UntrustedKeyError as exc:
+            log.error("not talking to leader=%s router=%s: %s", leader.name, leader.router, exc)
+            raise UnavailableError(f"the leader ({leader.name}) is not trusted: {exc}") from None
 
     async def leader(self) -> LeaderInfo:
         found = await self.store.get_leader()
@@ -149,11 +169,13 @@ class ControlClient:
 
     async def _connect(self, leader: LeaderInfo) -> _LeaderConnection:
         async with self._lock:
-            if self._connection is not None and self._connection.endpoint != leader.router:
-                await self._connection.close()
+            server_key = self._leader_key(leader)
+            current = self._connection
+            if current is not None and (current.endpoint, current.server_key) != (leader.router, server_key):
+                await current.close()
                 self._connection = None
             if self._connection is None:
-                self._connection = _LeaderConnection(self.bus, leader.router, self.identity)
+                self._connection = _LeaderConnection(self.bus, leader.router, self.identity, server_key)
             return self._connection
 
     async def _drop(self, connection: _LeaderConnection) -> None:
@@ -185,8 +207,11 @@ class ControlClient:
         raise UnavailableError(NO_LEADER)  # pragma: no cover - the loop returns or raises
 
     async def run_job(self, job_name: str) -> ControlReply:
-        """Asks the leader to run the job now; returns once the leader accepted (not when the run ends)."""
-        return await self._request(lambda req_id: RunJob(req_id=req_id, job_name=job_name))
+        """Asks the leader to run the job now; returns once the leader accepted (not when the run ends). The
+        trace of the run starts here (docs/metrics.md, "Traces")."""
+        with self.tracing.span("cronbus.run_job", attributes={"cronbus.job": job_name}) as span:
+            trace = span.carrier()
+            return await self._request(lambda req_id: RunJob(req_id=req_id, job_name=job_name, trace=trace))
 
     async def kill_execution(self, job_name: str, execution_id: str) -> ControlReply:
         return await self._request(
@@ -198,9 +223,9 @@ class ControlClient:
         return (await self._request(lambda req_id: ListBusy(req_id=req_id))).executions
 
     @contextlib.asynccontextmanager
-    async def output(self, publisher: str, execution_id: str) -> AsyncIterator[OutputSubscription]:
+    async def output(self, leader: LeaderInfo, execution_id: str) -> AsyncIterator[OutputSubscription]:
         """A subscription to an execution's live output on the leader's publisher, closed on exit."""
-        subscription = OutputSubscription(self.bus, publisher, execution_id)
+        subscription = OutputSubscription(self.bus, leader.publisher, execution_id, self._leader_key(leader))
         try:
             yield subscription
         finally:
@@ -218,10 +243,10 @@ class ControlClient:
 class OutputSubscription:
     """A SUB on one execution's output topic. Its owner (one stream) is the only reader."""
 
-    def __init__(self, bus: Bus, publisher: str, execution_id: str) -> None:
+    def __init__(self, bus: Bus, publisher: str, execution_id: str, server_key: bytes | None) -> None:
         self.publisher = publisher
         self.execution_id = execution_id
-        self.socket = bus.sub(publisher, [messages.output_topic(execution_id)])
+        self.socket = bus.sub(publisher, [messages.output_topic(execution_id)], server_key=server_key)
 
     async def receive(self, timeout_s: float) -> OutputEvent | None:
         """The next event of this execution, or None after timeout_s (0: only what has arrived) without one."""

@@ -11,7 +11,14 @@ from litestar.exceptions import HTTPException
 from litestar.exceptions import ValidationException as RequestValidationError
 from litestar.openapi.datastructures import ResponseSpec
 
-from cronbus.common.errors import ConflictError, CronbusError, NotFoundError, UnavailableError, ValidationError
+from cronbus.common.errors import (
+    ConflictError,
+    CorruptRecordError,
+    CronbusError,
+    NotFoundError,
+    UnavailableError,
+    ValidationError,
+)
 from cronbus.services.gateway.api.control import ControlError
 
 log = logging.getLogger(__name__)
@@ -59,7 +66,7 @@ def status_of(exc: Exception) -> int:
             return 400
         case NotFoundError():
             return 404
-        case ConflictError():
+        case ConflictError() | CorruptRecordError():  # the stored value is the conflict: its key and why
             return 409
         case UnavailableError():
             return 503

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final
+from urllib.parse import quote
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
@@ -15,13 +17,19 @@ from litestar.datastructures import ResponseHeader, UploadFile
 from litestar.params import FromPath, JSONBody, MultipartBody, QueryParameter
 
 from cronbus.common.errors import ConflictError, CronbusError, NotFoundError, UnavailableError, ValidationError
-from cronbus.common.models import Job, utc
+from cronbus.common.executor_config import EXECUTORS
+from cronbus.common.models import JOB_SORT_FIELDS, JOB_STATUS_FILTERS, Job, utc
 from cronbus.common.schedule import MAX_FIRES, next_fires, parse_schedule
 from cronbus.common.validation import check_parent, order_parents_first, validate_job
 from cronbus.services.gateway.api.auth import OPERATOR, READ
 from cronbus.services.gateway.api.errors import responses
 from cronbus.services.gateway.api.state import Gateway, GatewayState
-from cronbus.services.gateway.api.table import SORT_FIELDS, STATUS_FILTERS, JobQuery, metadata_filter, parse_order
+from cronbus.services.gateway.api.table import (
+    JOB_SORT_ALIASES,
+    JobQuery,
+    metadata_filter,
+    parse_order,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +54,22 @@ def job_from_object(raw: object) -> Job:
     react-admin forms send both); a wrong type is a ValidationError naming the field."""
     if not isinstance(raw, dict):
         raise ValidationError("expected a JSON object (a job)")
-    cleaned = {key: value for key, value in raw.items() if value is not None}
+    cleaned = {key: _dkron_ui_time(key, value) for key, value in raw.items() if value is not None}
     try:
         return msgspec.convert(cleaned, Job)
     except msgspec.ValidationError as exc:
         raise ValidationError(f"invalid job: {exc}") from None
+
+
+_UI_MINUTE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}")
+
+
+def _dkron_ui_time(key: str, value: object) -> object:
+    """`starts_at`/`expires_at` as Dkron's UI sends them (an HTML datetime-local, `2006-01-02T15:04`) mean that
+    minute in UTC, as in Dkron; any other value goes on as it is (RFC 3339)."""
+    if key in ("starts_at", "expires_at") and isinstance(value, str) and _UI_MINUTE.fullmatch(value):
+        return f"{value}:00Z"
+    return value
 
 
 def decode_job(body: bytes) -> Job:
@@ -87,19 +106,29 @@ async def check_parent_of(gw: GatewayState, job: Job) -> None:
 async def upsert(gw: GatewayState, job: Job) -> tuple[Job, int]:
     """Validates and stores `job` with check-and-set; returns what was stored and a modify index at least
     as new as the write. A lost race re-reads and writes again: the body does not depend on the old
-    version (only created_at is carried over), so every writer's full body ends up stored at some point."""
+    version (only created_at is carried over), so every writer's full body ends up stored at some point.
+    A disabled job whose executor cronbus does not have is stored (restore keeps such jobs; see restore)."""
     for attempt in range(UPSERT_ATTEMPTS):
         if attempt:
             # Jitter, so that writers who lost a round do not collide again in lockstep.
             await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
         stored = await gw.store.get_job(job.name)
-        existing = stored.job if stored is not None else None
-        new = validate_job(job, existing=existing, now=gw.clock())
+        existing = stored.definition if stored is not None else None
+        new = _validated(job, existing, gw.clock())
         await check_parent_of(gw, new)
         if await gw.store.put_job(new, cas=stored.modify_index if stored is not None else 0):
             fresh = await gw.store.get_job(new.name)
             return new, fresh.modify_index if fresh is not None else 0
     raise ConflictError(f"job '{job.name}' keeps changing under concurrent writes; try again")
+
+
+def _validated(job: Job, existing: Job | None, now: datetime) -> Job:
+    if job.disabled and job.executor and job.executor not in EXECUTORS:
+        # Everything else is checked as for any job; the executor and its configuration wait for the executor.
+        checked = validate_job(msgspec.structs.replace(job, executor="noop", executor_config={}), existing=existing,
+                               now=now)  # fmt: skip
+        return msgspec.structs.replace(checked, executor=job.executor, executor_config=job.executor_config)
+    return validate_job(job, existing=existing, now=now)
 
 
 async def _write(gw: GatewayState, job: Job, runoncreate: str | None) -> Response[Job]:
@@ -108,9 +137,21 @@ async def _write(gw: GatewayState, job: Job, runoncreate: str | None) -> Respons
     stored, index = await upsert(gw, job)
     await gw.await_job_version(stored.name, index)
     body = await gw.api_job(stored, index)
+    headers = {"Location": job_location(stored.name)}
     if runoncreate is not None:
-        await gw.control.run_job(stored.name)
-    return Response(body, status_code=201, headers={"Location": f"/v1/jobs/{stored.name}"})
+        try:
+            await gw.control.run_job(stored.name)
+        except CronbusError as exc:
+            # The job is stored: the write succeeded and must not read as failed (Dkron also answers 201 and only
+            # logs a run that could not start). The header says why there was no run.
+            log.warning("runoncreate did not start a run job=%s: %s", stored.name, exc)
+            headers["X-Cronbus-Warning"] = f"stored, but not run: {exc}"
+    return Response(body, status_code=201, headers=headers)
+
+
+def job_location(name: str) -> str:
+    """The job's URL path, percent-encoded: a header is Latin-1, and a name may hold any lower-case letter."""
+    return f"/v1/jobs/{quote(name, safe='')}"
 
 
 _WRITE_DOC: Final[dict[str, Any]] = {
@@ -159,7 +200,8 @@ async def put_job(
     summary="List jobs",
     description=(
         "Filters: `metadata[k]=v` (repeatable, AND, exact), `q` (substring of name or displayname), `status`, "
-        "`disabled`. react-admin paging: `_sort`, `_order`, `_start`, `_end` (slice [_start:_end))."
+        "`disabled`, `id` (repeatable: only these jobs, react-admin's getMany). react-admin paging: `_sort`, "
+        "`_order`, `_start`, `_end` (slice [_start:_end))."
     ),
     response_headers=[TOTAL_COUNT],
     responses=responses(400, 503),
@@ -168,16 +210,18 @@ async def put_job(
 async def list_jobs(
     request: Request[Any, Any, Any],
     gw: Gateway,
-    _sort: Annotated[str | None, QueryParameter(description=f"one of {', '.join(SORT_FIELDS)}")] = None,
+    _sort: Annotated[
+        str | None, QueryParameter(description=f"one of {', '.join(JOB_SORT_FIELDS)}, or id (= name, as Dkron maps it)")
+    ] = None,
     _order: Annotated[str | None, QueryParameter(description="ASC (default) or DESC")] = None,
     _start: Annotated[int | None, QueryParameter(ge=0)] = None,
     _end: Annotated[int | None, QueryParameter(ge=0)] = None,
     q: Annotated[str | None, QueryParameter(description="substring of name or displayname")] = None,
-    status: Annotated[str | None, QueryParameter(description=f"one of {', '.join(STATUS_FILTERS)}")] = None,
+    status: Annotated[str | None, QueryParameter(description=f"one of {', '.join(JOB_STATUS_FILTERS)}")] = None,
     disabled: Annotated[bool | None, QueryParameter()] = None,
 ) -> Response[list[Job]]:
     query = JobQuery(
-        sort=_sort or "name",
+        sort=JOB_SORT_ALIASES.get(_sort or "", _sort or "name"),
         descending=parse_order(_order),
         start=_start or 0,
         end=_end,
@@ -185,6 +229,7 @@ async def list_jobs(
         status=status or "",
         disabled=disabled,
         metadata=metadata_filter(request.query_params),
+        ids=frozenset(request.query_params.getall("id", [])),
     )
     await gw.ready_view()
     total, jobs = gw.table.list(query)
@@ -211,11 +256,17 @@ async def delete_job(job: FromPath[str], gw: Gateway) -> Job:
         if gw.table.has_dependents(job):
             raise ConflictError(HAS_DEPENDENTS)
         # An unreadable definition can still be deleted: that is how an operator gets rid of it.
-        shown = await gw.api_job(stored.job, stored.modify_index) if stored.job is not None else Job(id=job, name=job)
+        definition = stored.definition
+        shown = (
+            await gw.api_job(definition, stored.modify_index, problem=stored.problem)
+            if definition is not None
+            else Job(id=job, name=job, problem=stored.problem)
+        )
         try:
             await gw.store.delete_job(job, cas=stored.modify_index)
         except ConflictError:
             continue
+        await gw.history.delete_archived(job)  # a PostgreSQL store's records of it (Consul's went with it)
         await gw.await_job_gone(job)
         return shown
     raise ConflictError(f"job '{job}' keeps changing; try again")
@@ -254,14 +305,21 @@ async def run_job_alias(job: FromPath[str], gw: Gateway) -> Response[Job]:
 )
 async def toggle_job(job: FromPath[str], gw: Gateway) -> Job:
     for _ in range(CAS_ATTEMPTS):
-        found, index = await gw.stored_job(job)
+        stored = await gw.store.get_job(job)
+        if stored is None:
+            raise NotFoundError(f"job '{job}' not found")
+        found, index = stored.definition, stored.modify_index
+        if found is None:
+            raise ConflictError(f"job '{job}' has an invalid stored definition: {stored.problem}")
+        if found.disabled and stored.problem:
+            raise ConflictError(f"job '{job}' cannot be enabled: {stored.problem}")
         flipped = msgspec.structs.replace(found, disabled=not found.disabled)
         # The new value depends on the version read, so a lost race must re-read, never blindly rewrite.
         if await gw.store.put_job(flipped, cas=index):
             fresh = await gw.store.get_job(job)
             new_index = fresh.modify_index if fresh is not None else index
             await gw.await_job_version(job, new_index)
-            return await gw.api_job(flipped, new_index)
+            return await gw.api_job(flipped, new_index, problem=stored.problem)
     raise ConflictError(f"job '{job}' keeps changing; try again")
 
 
@@ -361,12 +419,16 @@ async def restore(data: MultipartBody[RestoreForm], gw: Gateway) -> list[str]:
             results.append(f"fail create {name if isinstance(name, str) else f'#{position}'}: {exc}")
     last: tuple[str, int] | None = None
     for job in order_parents_first(jobs):
+        # A job whose executor cronbus does not have is kept, disabled: a dump never loses a job. Its problem
+        # (shown by the API and the UI) says why; it can be enabled once its executor exists.
+        unavailable = bool(job.executor) and job.executor not in EXECUTORS
         try:
-            stored, index = await upsert(gw, job)
+            stored, index = await upsert(gw, msgspec.structs.replace(job, disabled=True) if unavailable else job)
         except CronbusError as exc:
             results.append(f"fail create {job.name}: {exc}")
             continue
-        results.append(f"success create {stored.name}")
+        note = f": stored disabled, the executor '{job.executor}' is not available in cronbus" if unavailable else ""
+        results.append(f"success create {stored.name}{note}")
         last = (stored.name, index)
     if last is not None:  # consul applies writes in order: once the last shows, all do
         await gw.await_job_version(*last)

@@ -1,11 +1,11 @@
-"""What every request handler shares: settings, the store, the job view and table, the control client, metrics."""
+"""What every request handler shares: settings, the store, the history, the job view and table, control, metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, TypeAlias
 
@@ -18,6 +18,7 @@ from cronbus.common.errors import ConflictError, NotFoundError, UnavailableError
 from cronbus.common.models import Job, JobStatus, now_utc
 from cronbus.common.settings import GatewaySettings
 from cronbus.services.gateway.api.control import ControlClient
+from cronbus.services.gateway.api.history import History
 from cronbus.services.gateway.api.metrics import Metrics
 from cronbus.services.gateway.api.table import JobTable
 
@@ -29,6 +30,7 @@ class GatewayState:
     settings: GatewaySettings
     consul: ConsulClient
     store: Store
+    history: History
     view: JobView
     table: JobTable
     control: ControlClient
@@ -36,6 +38,7 @@ class GatewayState:
     on_leave: Callable[[], None]
     clock: Callable[[], datetime] = now_utc
     view_failure: str = ""  # why the job view stopped, when it crashed
+    view_crashed: asyncio.Event = field(default_factory=asyncio.Event)  # set with view_failure: the process ends
 
     async def ready_view(self) -> JobView:
         """The view once it has loaded (bounded by the request timeout); UnavailableError when it has not."""
@@ -58,16 +61,21 @@ class GatewayState:
 
     async def viewed_job(self, name: str) -> Job:
         """The job as the API shows it, from the in-memory view, kept current by blocking queries (a write through
-        this gateway answers only once the view has it, so a client reads what it wrote)."""
+        this gateway answers only once the view has it, so a client reads what it wrote). A definition that decodes
+        but is invalid is shown with its problem; one that does not decode is a ConflictError."""
         view = await self.ready_view()
-        job, index = usable(view.jobs.get(name), name)
+        stored = view.jobs.get(name)
+        if stored is None:
+            raise NotFoundError(f"job '{name}' not found")
+        if stored.definition is None:
+            raise ConflictError(f"job '{name}' has an invalid stored definition: {stored.problem}")
         found = view.statuses.get(name)
-        return self.table.api_job(job, found[0] if found else None, index, self.clock())
+        return self.table.shown(stored, found[0] if found else None, self.clock())
 
-    async def api_job(self, job: Job, modify_index: int, status: JobStatus | None = None) -> Job:
+    async def api_job(self, job: Job, modify_index: int, status: JobStatus | None = None, problem: str = "") -> Job:
         if status is None:
             status, _ = await self.store.get_status(job.name)
-        return self.table.api_job(job, status, modify_index, self.clock())
+        return self.table.api_job(job, status, modify_index, self.clock(), problem)
 
     async def await_job_version(self, name: str, modify_index: int) -> None:
         await self.table.wait_for(lambda: self.table.has_version(name, modify_index), VIEW_SYNC_TIMEOUT_S)

@@ -14,25 +14,45 @@ import msgspec
 from cronbus.common.consul.store import StoredJob
 from cronbus.common.consul.view import JobView
 from cronbus.common.errors import ValidationError
-from cronbus.common.models import ZERO_TIME, Job, JobStatus, now_utc, utc
+from cronbus.common.models import (
+    JOB_SORT_FIELDS,
+    JOB_STATUS_FILTERS,
+    ZERO_TIME,
+    Job,
+    JobStatus,
+    now_utc,
+    process_running,
+    utc,
+)
 from cronbus.common.schedule import Schedule, parse_schedule
 
-SORT_FIELDS: Final = (
-    "name",
-    "displayname",
-    "schedule",
-    "success_count",
-    "error_count",
-    "last_success",
-    "last_error",
-    "next",
-)
-STATUS_FILTERS: Final = ("success", "failed", "partially_failed", "running", "untriggered")
+# react-admin sorts by `id` unless told otherwise (Dkron's UI does on every list); Dkron maps it to the name.
+JOB_SORT_ALIASES: Final = {"id": "name"}
 _EMPTY_STATUS: Final = JobStatus()
 
 
 def api_status(status: JobStatus) -> str:
-    return "running" if status.running else status.status
+    """Dkron's job `status`: `running` while a process of it runs, else how its last finished run went."""
+    return "running" if process_running(status) else status.status
+
+
+def has_status(status: JobStatus, wanted: str) -> bool:
+    """The list's status filter and counts: `running` is a process running now; the others go by the last finished
+    run ("" is never run), so a job that runs now is also counted by how its last run ended."""
+    return process_running(status) if wanted == "running" else status.status == wanted
+
+
+class JobCounts(msgspec.Struct, kw_only=True):
+    """How many jobs there are by the status the list filters on, and how many are disabled (the dashboard's
+    totals in one answer)."""
+
+    total: int = 0
+    success: int = 0
+    failed: int = 0
+    partially_failed: int = 0
+    running: int = 0
+    untriggered: int = 0
+    disabled: int = 0
 
 
 class JobQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,6 +66,7 @@ class JobQuery(msgspec.Struct, frozen=True, kw_only=True):
     status: str = ""
     disabled: bool | None = None
     metadata: dict[str, str] = {}
+    ids: frozenset[str] = frozenset()  # only these names, when given (react-admin's getMany)
 
 
 def parse_order(order: str | None) -> bool:
@@ -161,18 +182,21 @@ class JobTable:
         self._next[job.name] = _NextFire(modify_index, schedule, value)
         return value
 
-    def api_job(self, job: Job, status: JobStatus | None, modify_index: int, now: datetime) -> Job:
-        """The job as the API shows it."""
+    def api_job(self, job: Job, status: JobStatus | None, modify_index: int, now: datetime, problem: str = "") -> Job:
+        """The job as the API shows it; `problem`: why its stored definition cannot run (then it has no next)."""
         st = status or _EMPTY_STATUS
         return msgspec.structs.replace(
             job,
             id=job.name,
+            problem=problem or st.problem,
+            processors={name: config or {} for name, config in (job.processors or {}).items()},  # never null
             success_count=st.success_count,
             error_count=st.error_count,
             last_success=st.last_success,
             last_error=st.last_error,
             status=api_status(st),
-            next=self.next_fire(job, modify_index, now),
+            disabled_reason=st.disabled_reason if job.disabled else "",  # a job enabled again is past it
+            next=ZERO_TIME if problem else self.next_fire(job, modify_index, now),
             dependent_jobs=self.dependents(job.name),
         )
 
@@ -180,60 +204,59 @@ class JobTable:
         stored = self.view.jobs.get(name)
         return stored.job if stored is not None else None
 
+    def shown(self, stored: StoredJob, status: JobStatus | None, now: datetime) -> Job:
+        """A stored job as the API shows it: valid, or as it decoded with its problem."""
+        assert stored.definition is not None
+        return self.api_job(stored.definition, status, stored.modify_index, now, stored.problem)
+
     # ---- listing --------------------------------------------------------------------------------------
 
     def _names_by_name(self) -> list[str]:
         if self._sorted_names is None:
-            self._sorted_names = sorted(name for name, stored in self.view.jobs.items() if stored.job is not None)
+            # Jobs that decode, valid or not: an invalid one is listed with its problem, so it can be seen and fixed.
+            self._sorted_names = sorted(n for n, stored in self.view.jobs.items() if stored.definition is not None)
         return self._sorted_names
+
+    def _page_by_name(self, query: JobQuery, now: datetime) -> tuple[int, list[Job]]:
+        """list() unfiltered, in name order: a slice of the cached sorted names."""
+        names = self._names_by_name()
+        ordered = names[::-1] if query.descending else names
+        end = len(ordered) if query.end is None else query.end
+        page_names = ordered[query.start : end] if query.start < end else []
+        page: list[Job] = []
+        for name in page_names:
+            found = self.view.statuses.get(name)
+            page.append(self.shown(self.view.jobs[name], found[0] if found else None, now))
+        return len(ordered), page
 
     def list(self, query: JobQuery) -> tuple[int, list[Job]]:
         """(count after filters, the jobs of the slice). Only the slice is turned into API jobs.
 
         The default order (by name) comes from a cached sorted list, so an unfiltered page of 100 000 jobs
         costs a slice, not a sort."""
-        if query.sort not in SORT_FIELDS:
-            raise ValidationError(f"_sort must be one of {', '.join(SORT_FIELDS)}, not '{query.sort}'")
-        if query.status and query.status not in STATUS_FILTERS:
-            raise ValidationError(f"status must be one of {', '.join(STATUS_FILTERS)}, not '{query.status}'")
+        if query.sort not in JOB_SORT_FIELDS:
+            raise ValidationError(f"_sort must be one of {', '.join(JOB_SORT_FIELDS)}, not '{query.sort}'")
+        if query.status and query.status not in JOB_STATUS_FILTERS:
+            raise ValidationError(f"status must be one of {', '.join(JOB_STATUS_FILTERS)}, not '{query.status}'")
         now = self.clock()
         statuses = self.view.statuses
         jobs = self.view.jobs
         by_name = query.sort == "name"
-        filtered = bool(query.q or query.status or query.disabled is not None or query.metadata)
+        filtered = bool(query.q or query.status or query.disabled is not None or query.metadata or query.ids)
         if by_name and not filtered:
-            names = self._names_by_name()
-            ordered = names[::-1] if query.descending else names
-            end = len(ordered) if query.end is None else query.end
-            page_names = ordered[query.start : end] if query.start < end else []
-            page: list[Job] = []
-            for name in page_names:
-                stored = jobs[name]
-                assert stored.job is not None  # the sorted list holds valid jobs only
-                found = statuses.get(name)
-                page.append(self.api_job(stored.job, found[0] if found else None, stored.modify_index, now))
-            return len(ordered), page
+            return self._page_by_name(query, now)
         needle = query.q.casefold()
         wanted_status = "" if query.status == "untriggered" else query.status
         rows: list[tuple[StoredJob, Job, JobStatus]] = []
         # Walking in name order and sorting stably leaves ties by name, ascending, in either direction.
         for stored in (jobs[name] for name in self._names_by_name()):
-            job = stored.job
-            if job is None:
+            job = stored.definition
+            if job is None or (query.ids and stored.name not in query.ids):
                 continue
             found = statuses.get(stored.name)
             status = found[0] if found is not None else _EMPTY_STATUS
-            if query.disabled is not None and job.disabled != query.disabled:
-                continue
-            if query.status and api_status(status) != wanted_status:
-                continue
-            if query.metadata:
-                labels = job.metadata or {}
-                if any(labels.get(k) != v for k, v in query.metadata.items()):
-                    continue
-            if needle and needle not in job.name.casefold() and needle not in job.displayname.casefold():
-                continue
-            rows.append((stored, job, status))
+            if _matches(query, job, status, needle, wanted_status):
+                rows.append((stored, job, status))
         if by_name:
             if query.descending:
                 rows.reverse()
@@ -241,7 +264,29 @@ class JobTable:
             rows.sort(key=self._sort_key(query.sort, now), reverse=query.descending)
         last = len(rows) if query.end is None else query.end
         window = rows[query.start : last] if query.start < last else []
-        return len(rows), [self.api_job(job, status, stored.modify_index, now) for stored, job, status in window]
+        return len(rows), [self.shown(stored, status, now) for stored, _, status in window]
+
+    def counts(self) -> JobCounts:
+        """The jobs listed (those that decode) counted as `list` filters them by status and by `disabled`."""
+        counts = JobCounts()
+        statuses = self.view.statuses
+        for name in self._names_by_name():
+            job = self.view.jobs[name].definition
+            if job is None:
+                continue
+            found = statuses.get(name)
+            status = found[0] if found is not None else _EMPTY_STATUS
+            counts.total += 1
+            counts.disabled += job.disabled
+            counts.running += process_running(status)
+            match status.status:  # the last finished run's (has_status)
+                case "success" | "failed" | "partially_failed":
+                    setattr(counts, status.status, getattr(counts, status.status) + 1)
+                case "":
+                    counts.untriggered += 1
+                case _:
+                    pass  # a status a newer scheduler writes: counted in the total only
+        return counts
 
     def _sort_key(self, field: str, now: datetime) -> Callable[[tuple[StoredJob, Job, JobStatus]], Any]:
         match field:
@@ -261,7 +306,7 @@ class JobTable:
                 return lambda row: row[2].last_error or ZERO_TIME
             case "next":
                 return lambda row: self.next_fire(row[1], row[0].modify_index, now)
-        raise ValidationError(f"_sort must be one of {', '.join(SORT_FIELDS)}")
+        raise ValidationError(f"_sort must be one of {', '.join(JOB_SORT_FIELDS)}")
 
     # ---- waiting for the view -------------------------------------------------------------------------
 
@@ -281,3 +326,16 @@ class JobTable:
     def has_version(self, name: str, modify_index: int) -> bool:
         stored = self.view.jobs.get(name)
         return stored is not None and stored.modify_index >= modify_index
+
+
+def _matches(query: JobQuery, job: Job, status: JobStatus, needle: str, wanted_status: str) -> bool:
+    """Whether the job passes list()'s filters (`needle`: the casefolded q; `wanted_status`: see has_status)."""
+    if query.disabled is not None and job.disabled != query.disabled:
+        return False
+    if query.status and not has_status(status, wanted_status):
+        return False
+    if query.metadata:
+        labels = job.metadata or {}
+        if any(labels.get(k) != v for k, v in query.metadata.items()):
+            return False
+    return not (needle and needle not in job.name.casefold() and needle not in job.displayname.casefold())

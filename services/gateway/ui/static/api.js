@@ -34,11 +34,19 @@ function buildUrl(path, query) {
   return qs ? `${path}?${qs}` : path;
 }
 
-/** One request. Resolves {data, total, status}; rejects with ApiError (status 0: the gateway is unreachable). */
+/** @typedef {{body?: unknown, query?: Record<string, unknown>, signal?: AbortSignal, quiet?: boolean}} RequestOptions */
+
+/** One request. Resolves {data, total, status}; rejects with ApiError (status 0: the gateway is unreachable).
+ * @param {string} method
+ * @param {string} path
+ * @param {RequestOptions} [options]
+ * @returns {Promise<{data: any, total: number, status: number}>} */
 export async function request(method, path, { body, query, signal, quiet = false } = {}) {
+  /** @type {Record<string, string>} */
   const headers = { Accept: 'application/json' };
   const token = getToken();
   if (token) headers.Authorization = `Bearer ${token}`;
+  /** @type {RequestInit} */
   const init = { method, headers, signal, cache: 'no-store' };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';

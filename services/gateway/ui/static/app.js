@@ -1,4 +1,4 @@
-// The cronbus web UI: hash routes (#/, #/jobs, #/jobs/NAME, #/jobs/new, #/executors, #/busy), the page
+// The cronbus web UI: hash routes (#/, #/jobs, #/jobs/NAME, #/jobs/new, #/executions, #/executors, #/busy), the page
 // chrome, and the token sign-in that any 401 leads to.
 
 import { ApiError, clearToken, getToken, on, resolveSession, session, setToken } from './api.js';
@@ -6,9 +6,11 @@ import { append, button, clear, errorBox, h, icon, refreshTimes, toast } from '.
 import * as busy from './views/busy.js';
 import * as cluster from './views/cluster.js';
 import * as dashboard from './views/dashboard.js';
+import * as executions from './views/executions.js';
 import * as form from './views/form.js';
 import * as job from './views/job.js';
 import * as jobs from './views/jobs.js';
+import { loadPause } from './pause.js';
 
 const ROUTES = [
   { pattern: /^\/$/, view: dashboard, nav: 'dashboard' },
@@ -16,6 +18,7 @@ const ROUTES = [
   { pattern: /^\/jobs\/new$/, view: form, nav: 'jobs', params: () => ({ mode: 'new' }) },
   { pattern: /^\/jobs\/([^/]+)\/edit$/, view: form, nav: 'jobs', params: (m) => ({ mode: 'edit', name: m[1] }) },
   { pattern: /^\/jobs\/([^/]+)$/, view: job, nav: 'jobs', params: (m) => ({ name: m[1] }) },
+  { pattern: /^\/executions$/, view: executions, nav: 'executions' },
   { pattern: /^\/executors$/, view: cluster, nav: 'executors' },
   { pattern: /^\/busy$/, view: busy, nav: 'busy' },
 ];
@@ -75,6 +78,7 @@ function makeContext(params, query) {
     },
     /** Replaces the hash's query without re-rendering (filters, pages, the selected execution). */
     setQuery(values) {
+      if (controller.signal.aborted) return; // a late call of a page left behind: the hash is another page's now
       const { path } = parseHash();
       const next = new URLSearchParams();
       for (const [key, value] of Object.entries(values)) {
@@ -93,7 +97,8 @@ function makeContext(params, query) {
 }
 
 function setNav(active) {
-  for (const link of document.querySelectorAll('[data-nav]')) {
+  for (const link of document.querySelectorAll('a[data-nav]')) {
+    if (!(link instanceof HTMLElement)) continue;
     if (link.dataset.nav === active) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
@@ -114,6 +119,7 @@ async function route({ focus = false } = {}) {
   }
   const ctx = makeContext(found && found.params ? found.params(match) : {}, query);
   current = ctx;
+  loadPause().catch(() => {}); // the banner, on every page; a 401 is handled by the route's own requests
   setNav(found ? found.nav : '');
   clear(main);
   main.setAttribute('aria-busy', 'true');
@@ -175,6 +181,7 @@ function showSignIn(message = '') {
   signingIn = true;
   document.body.classList.add('signed-out');
   document.getElementById('toasts').replaceChildren();
+  document.getElementById('pause-banner').hidden = true; // shown again, to whoever signs in, by the next route
   setNav('');
   document.title = 'Sign in · cronbus';
   const input = h('input', {

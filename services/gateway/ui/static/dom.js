@@ -136,6 +136,7 @@ const formatters = new Map();
 function formatter(zone, withDate, withYear = true) {
   const key = `${zone}|${withDate}|${withYear}`;
   if (!formatters.has(key)) {
+    /** @type {Intl.DateTimeFormatOptions} */
     const options = {
       hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23', timeZoneName: 'short',
     };
@@ -167,13 +168,15 @@ export function absTime(value, zone = '', { compact = false } = {}) {
 
 const rtf = new Intl.RelativeTimeFormat('en', { numeric: 'auto' });
 
-/** "3 minutes ago", "in 2 hours", "now". */
+/** "3 minutes ago", "in 2 hours", "in 5 s", "just now". */
 export function relTime(value, now = Date.now()) {
   const date = parseTime(value);
   if (!date) return '';
   const diffS = (date.getTime() - now) / 1000;
   const abs = Math.abs(diffS);
+  if (diffS > 0 && diffS < 59.5) return `in ${Math.max(1, Math.round(diffS))} s`; // a run about to start is not "just now"
   if (abs < 5) return 'just now';
+  /** @type {Array<[Intl.RelativeTimeFormatUnit, number]>} */
   const units = [
     ['year', 31536000], ['month', 2592000], ['week', 604800], ['day', 86400], ['hour', 3600], ['minute', 60],
     ['second', 1],
@@ -195,12 +198,14 @@ export function timeAgo(value, { zone = '', withAbs = false, empty = '—' } = {
   return h('span', { class: 'when' }, rel, h('span', { class: 'when-abs' }, abs));
 }
 
+/** @param {ParentNode} [root] */
 export function refreshTimes(root = document) {
   const now = Date.now();
   for (const el of root.querySelectorAll('time[data-rel]')) {
     el.textContent = relTime(el.getAttribute('datetime'), now);
   }
   for (const el of root.querySelectorAll('[data-since]')) {
+    if (!(el instanceof HTMLElement)) continue;
     el.textContent = fmtDuration(now - Number(el.dataset.since));
   }
 }
@@ -230,7 +235,7 @@ export function executionDuration(execution) {
   const end = parseTime(execution.finished_at);
   if (!start) return h('span', { class: 'muted' }, '—');
   if (!end) return runningFor(start);
-  return h('span', {}, fmtDuration(end - start));
+  return h('span', {}, fmtDuration(end.getTime() - start.getTime()));
 }
 
 export const fmtNumber = (n) => new Intl.NumberFormat().format(n);
@@ -277,11 +282,19 @@ export function kvChips(obj, { skip = [] } = {}) {
 
 // ---- widgets ---------------------------------------------------------------------------------------------
 
+/** A button with an icon and a label; any other attribute as h() takes it.
+ * @param {string} label
+ * @param {{iconName?: string, kind?: string, onclick?: (event: Event) => unknown, title?: string, type?: string,
+ *   [attribute: string]: unknown}} [options] */
 export function button(label, { iconName = '', kind = '', onclick, title, type = 'button', ...rest } = {}) {
   return h('button', { type, class: `btn${kind ? ` btn-${kind}` : ''}`, onclick, title, ...rest },
     iconName ? icon(iconName) : null, label ? h('span', {}, label) : null);
 }
 
+/** A link that looks like a button.
+ * @param {string} label
+ * @param {string} href
+ * @param {{iconName?: string, kind?: string, [attribute: string]: unknown}} [options] */
 export function linkButton(label, href, { iconName = '', kind = '', ...rest } = {}) {
   return h('a', { class: `btn${kind ? ` btn-${kind}` : ''}`, href, ...rest }, iconName ? icon(iconName) : null,
     h('span', {}, label));
@@ -330,7 +343,9 @@ export function setFieldError(control, message) {
   }
 }
 
-/** Editable key/value rows. getPairs() returns [[key, value], ...] without empty keys. */
+/** Editable key/value rows. getPairs() returns [[key, value], ...] without empty keys.
+ * @param {{pairs?: string[][], label?: string, keyLabel?: string, valueLabel?: string, addLabel?: string,
+ *   keyPlaceholder?: string, valuePlaceholder?: string, name?: string, onchange?: () => void}} [options] */
 export function kvEditor({ pairs = [], label = 'Setting', keyLabel = 'Key', valueLabel = 'Value', addLabel = 'Add row',
   keyPlaceholder = '', valuePlaceholder = '', name = 'kv', onchange } = {}) {
   const rows = h('div', { class: 'kv-rows' });
@@ -378,6 +393,7 @@ export function kvEditor({ pairs = [], label = 'Setting', keyLabel = 'Key', valu
 }
 
 /** A modal confirmation (native <dialog>: focus kept inside, Esc cancels). Resolves true when confirmed. */
+/** A modal dialog; resolves true when confirmed. confirmLabel '' leaves only a Close button (nothing to confirm). */
 export function confirmDialog({ title, body, confirmLabel = 'Confirm', danger = false }) {
   return new Promise((resolve) => {
     const titleId = nextId('dlg');
@@ -386,8 +402,8 @@ export function confirmDialog({ title, body, confirmLabel = 'Confirm', danger = 
         h('h2', { id: titleId }, title),
         h('div', { class: 'dialog-body' }, body),
         h('div', { class: 'dialog-actions' },
-          h('button', { class: 'btn', value: 'cancel', type: 'submit' }, 'Cancel'),
-          h('button', { class: `btn ${danger ? 'btn-danger' : 'btn-primary'}`, value: 'ok', type: 'submit' }, confirmLabel))));
+          h('button', { class: 'btn', value: 'cancel', type: 'submit' }, confirmLabel ? 'Cancel' : 'Close'),
+          confirmLabel ? h('button', { class: `btn ${danger ? 'btn-danger' : 'btn-primary'}`, value: 'ok', type: 'submit' }, confirmLabel) : null)));
     document.body.append(dialog);
     dialog.addEventListener('close', () => {
       resolve(dialog.returnValue === 'ok');
@@ -472,13 +488,34 @@ export function toastError(what, error) {
   toast(`${what} failed: ${reason}`, 'bad');
 }
 
-/** Re-renders with `fn` and gives focus back to the element with the same data-key, if focus was inside. */
+/** Runs fn (which re-renders container) and puts focus back on the control with the same data-key.
+ * @param {HTMLElement} container
+ * @param {() => unknown} fn */
 export function keepFocus(container, fn) {
   const active = document.activeElement;
-  const key = active && container.contains(active) ? active.dataset.key : undefined;
+  const key = active instanceof HTMLElement && container.contains(active) ? active.dataset.key : undefined;
   fn();
   if (key) {
     const again = container.querySelector(`[data-key="${CSS.escape(key)}"]`);
-    if (again && again !== document.activeElement) again.focus({ preventScroll: true });
+    if (again instanceof HTMLElement && again !== document.activeElement) again.focus({ preventScroll: true });
   }
+}
+
+/** Fills `nav` with the Newer / Older buttons of a list of executions at `page` of `pages` (hidden when there is one
+ * page); a button calls `go` with the page it opens. Focus stays on the button that was pressed (on the other one
+ * when it is now disabled).
+ * @param {HTMLElement} nav
+ * @param {number} page
+ * @param {number} pages
+ * @param {(page: number) => unknown} go */
+export function executionsPager(nav, page, pages, go) {
+  nav.hidden = pages <= 1;
+  const focused = nav.contains(document.activeElement);
+  keepFocus(nav, () => append(clear(nav),
+    h('button', { type: 'button', class: 'btn btn-icon', 'aria-label': 'Newer executions', disabled: page <= 1, onclick: () => go(page - 1), dataset: { key: 'newer' } }, icon('left')),
+    h('span', { class: 'pager-label' }, `Page ${page} of ${pages}`),
+    h('button', { type: 'button', class: 'btn btn-icon', 'aria-label': 'Older executions', disabled: page >= pages, onclick: () => go(page + 1), dataset: { key: 'older' } }, icon('right'))));
+  // The button pressed is disabled on the first or last page: the focus goes to the other one, not to the page.
+  const enabled = nav.querySelector('button:not([disabled])');
+  if (focused && !nav.contains(document.activeElement) && enabled instanceof HTMLElement) enabled.focus({ preventScroll: true });
 }

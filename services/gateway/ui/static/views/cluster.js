@@ -1,8 +1,9 @@
 // Cluster: every scheduler, executor and gateway with its tags and health, which scheduler leads, and how
 // many executions each executor runs now.
 
-import { api } from '../api.js';
-import { append, clear, emptyState, errorBox, h, icon, keepFocus, kvChips, plural, spinner } from '../dom.js';
+import { api, can } from '../api.js';
+import { loadPause, onPause, pauseState, pauseWithNote } from '../pause.js';
+import { append, button, clear, emptyState, errorBox, h, icon, keepFocus, kvChips, plural, spinner } from '../dom.js';
 
 const GROUPS = [
   ['scheduler', 'Schedulers', 'Compute fire times; one leads, the others stand by.'],
@@ -19,8 +20,19 @@ export async function render(ctx) {
   document.title = 'Cluster · cronbus';
   const summary = h('p', { class: 'muted', id: 'cluster-summary' });
   const body = h('div', { class: 'cluster' }, spinner('Loading members…'));
+  const pauseActions = h('div', { class: 'actions' });
+  const renderPauseAction = () => keepFocus(pauseActions, () => append(clear(pauseActions), can('admin')
+    ? (pauseState.paused
+      ? button('Resume submissions', { iconName: 'play', dataset: { key: 'unpause' }, onclick: async () => {
+        await api.post('/v1/unpause').catch((error) => error);
+        await loadPause();
+      } })
+      : button('Pause submissions', { iconName: 'pause', dataset: { key: 'pause' }, onclick: pauseWithNote }))
+    : null));
+  renderPauseAction();
+  ctx.onCleanup(onPause(renderPauseAction));
   append(ctx.main, h('div', { class: 'page' },
-    h('div', { class: 'page-head' }, h('div', {}, h('h1', {}, 'Cluster'), summary)),
+    h('div', { class: 'page-head' }, h('div', {}, h('h1', {}, 'Cluster'), summary), pauseActions),
     body));
   const opts = { signal: ctx.signal };
 

@@ -1,14 +1,14 @@
 // Dashboard: job totals (counted by the API, never by listing every job), the leader and healthy executors,
-// recent failures, and an SVG chart of executions over the last hours.
+// recent failures, and an SVG chart of executions per day (GET /v1/stats).
 
-import { api, can, jobPath } from '../api.js';
+import { api, can } from '../api.js';
+import { loadPause } from '../pause.js';
 import {
-  append, button, clear, emptyState, errorBox, fmtNumber, h, icon, keepFocus, kvChips, linkButton, parseTime, plural,
-  pool, spinner, statusBadge, svg, timeAgo, toast, toastError,
+  append, clear, emptyState, errorBox, fmtNumber, h, icon, keepFocus, kvChips, linkButton, parseTime, spinner,
+  statusBadge, svg, timeAgo,
 } from '../dom.js';
 
-const HOURS = 12;
-const SAMPLE_JOBS = 20; // per ordering, when the gateway has no execution stats endpoint
+const DAYS = 14;
 
 const TOTALS = [
   { key: 'all', label: 'Jobs', query: {}, href: '#/jobs', tone: '' },
@@ -20,7 +20,6 @@ const TOTALS = [
 
 export async function render(ctx) {
   document.title = 'Dashboard · cronbus';
-  const pauseSlot = h('div');
   const totalsEl = h('section', { class: 'stats', 'aria-labelledby': 'totals-h' },
     h('h2', { id: 'totals-h', class: 'sr-only' }, 'Totals'),
     TOTALS.map((t) => h('a', { class: `stat stat-${t.tone || 'plain'}`, href: t.href, dataset: { stat: t.key } },
@@ -35,7 +34,6 @@ export async function render(ctx) {
 
   append(ctx.main, h('div', { class: 'page' },
     h('div', { class: 'page-head' }, h('h1', {}, 'Dashboard'), h('div', { class: 'actions' }, newJob)),
-    pauseSlot,
     totalsEl,
     h('div', { class: 'grid-2' },
       h('section', { class: 'card', 'aria-labelledby': 'cluster-h' },
@@ -43,21 +41,30 @@ export async function render(ctx) {
         clusterBody),
       h('section', { class: 'card', 'aria-labelledby': 'failures-h' },
         h('div', { class: 'card-head' }, h('h2', { id: 'failures-h' }, 'Recent failures'),
-          h('a', { href: '#/jobs?status=failed&sort=last_error&order=DESC' }, 'Failing jobs')),
+          h('div', { class: 'card-links' },
+            h('a', { href: '#/executions?status=failed%2Ctimeout%2Ckilled&range=24h', dataset: { key: 'failed-runs' } }, 'Failed runs, 24 h'),
+            h('a', { href: '#/jobs?status=failed&sort=last_error&order=DESC' }, 'Failing jobs'))),
         failuresBody)),
     h('section', { class: 'card', 'aria-labelledby': 'chart-h' },
-      h('div', { class: 'card-head' }, h('h2', { id: 'chart-h' }, `Executions, last ${HOURS} hours`)),
+      h('div', { class: 'card-head' }, h('h2', { id: 'chart-h' }, `Executions, last ${DAYS} days`)),
       chartBody, chartNote)));
 
   const opts = { signal: ctx.signal };
 
-  async function loadTotals() {
-    const counts = await Promise.all([
-      ...TOTALS.map((t) => api.count('/v1/jobs', t.query, opts)),
-      api.count('/v1/jobs', { status: 'partially_failed' }, opts),
-      api.count('/v1/jobs', { disabled: 'true' }, opts),
-    ]);
-    const [all, success, failed, never, running, partial, disabled] = counts;
+  // One request for the totals and the chart: GET /v1/stats (its `jobs` counts are cronbus's), whatever the
+  // number of jobs. With the cluster, the failures and the pause state, a refresh is four requests.
+  async function loadStats() {
+    const stats = await api.get('/v1/stats', { days: DAYS }, opts);
+    showTotals(stats.jobs || {});
+    chartData = {
+      buckets: (stats.stats || []).map((d) => ({ start: parseTime(d.date).getTime(), success: d.success_count || 0, failed: d.failed_count || 0 })),
+      note: 'Runs that finished each day (UTC), counted by the cluster as they end; missed and skipped slots are not runs.',
+    };
+    drawChart();
+  }
+
+  function showTotals(jobs) {
+    const { total: all = 0, success = 0, failed = 0, untriggered: never = 0, running = 0, partially_failed: partial = 0, disabled = 0 } = jobs;
     const values = { all, success, failed: failed + partial, untriggered: never, running };
     const notes = {
       all: disabled ? `${fmtNumber(disabled)} disabled` : 'all enabled',
@@ -72,40 +79,9 @@ export async function render(ctx) {
     }
   }
 
-  async function loadPause() {
-    let paused = false;
-    try {
-      paused = Boolean((await api.get('/v1/pause', {}, opts)).paused);
-    } catch (error) {
-      if (error.name === 'AbortError') throw error;
-      return; // an older gateway without pause: nothing to show
-    }
-    clear(pauseSlot);
-    if (!paused) return;
-    pauseSlot.append(h('div', { class: 'alert alert-warn', role: 'status' }, icon('pause'),
-      h('div', {}, h('strong', {}, 'New job submissions are paused.'), h('p', {}, 'Creating or changing jobs is refused until they are resumed.')),
-      can('admin') ? button('Resume', {
-        iconName: 'play',
-        onclick: async () => {
-          try {
-            await api.post('/v1/unpause');
-            toast('Job submissions resumed.', 'ok');
-            await loadPause();
-          } catch (error) {
-            toastError('Resume', error);
-          }
-        },
-      }) : null));
-  }
-
   async function loadCluster() {
-    const [members, leader] = await Promise.all([
-      api.list('/v1/members', {}, opts),
-      api.get('/v1/leader', {}, opts).catch((error) => {
-        if (error.status === 404) return null;
-        throw error;
-      }),
-    ]);
+    const members = await api.list('/v1/members', {}, opts);
+    const leader = members.items.find((m) => m.Tags && m.Tags.role === 'scheduler' && m.Tags.leader === 'true');
     const executors = members.items.filter((m) => m.Tags && m.Tags.role === 'executor');
     const healthy = executors.filter((m) => m.Status === 1);
     const leaderEl = leader
@@ -147,14 +123,9 @@ export async function render(ctx) {
   const drawChart = () => {
     if (!chartData) return;
     chartWidth = chartBody.clientWidth;
-    append(clear(chartBody), chart(chartData.buckets, chartData.now, chartWidth));
+    append(clear(chartBody), chart(chartData.buckets, chartWidth));
     chartNote.textContent = chartData.note;
   };
-  async function loadChart() {
-    const now = Date.now();
-    chartData = { ...(await executionBuckets(now, opts)), now };
-    drawChart();
-  }
   // Drawn at the card's real width, so labels keep their size from phone to desktop.
   const resize = new ResizeObserver(() => {
     if (Math.abs(chartBody.clientWidth - chartWidth) > 24) drawChart();
@@ -166,90 +137,31 @@ export async function render(ctx) {
     if (error.name === 'AbortError' || error.status === 401) return;
     append(clear(body), errorBox(error));
   });
-  const refresh = () => Promise.all([
-    guard(totalsEl, loadTotals), guard(pauseSlot, loadPause), guard(clusterBody, loadCluster),
+  const refresh = (first = false) => Promise.all([
+    guard(chartBody, loadStats), first ? null : loadPause(opts).catch(() => {}), guard(clusterBody, loadCluster),
     guard(failuresBody, loadFailures),
   ]);
-  await refresh();
-  guard(chartBody, loadChart);
+  await refresh(true); // the route has just read the pause state
   ctx.every(10000, refresh);
-  ctx.every(60000, () => guard(chartBody, loadChart));
 }
 
 // ---- executions over time --------------------------------------------------------------------------------
 
-function emptyBuckets(now) {
-  const hour = 3600000;
-  const end = Math.ceil(now / hour) * hour;
-  return Array.from({ length: HOURS }, (_, i) => ({
-    start: end - (HOURS - i) * hour, success: 0, failed: 0, other: 0,
-  }));
-}
-
-/** Hourly counts: from GET /v1/stats/executions?hours=N when the gateway has it; else from the executions of
- * the most recently active jobs (a sample once there are more jobs than that, and the note says so). */
-async function executionBuckets(now, opts) {
-  try {
-    const rows = await api.get('/v1/stats/executions', { hours: HOURS }, { ...opts, quiet: true });
-    if (Array.isArray(rows)) {
-      return {
-        buckets: rows.map((r) => ({ start: parseTime(r.start).getTime(), success: r.success || 0, failed: r.failed || 0, other: r.other || 0 })),
-        note: 'All executions, counted by the cluster.',
-      };
-    }
-  } catch (error) {
-    if (error.name === 'AbortError' || (error.status !== 404 && error.status !== 405)) throw error;
-  }
-  const buckets = emptyBuckets(now);
-  const since = buckets[0].start;
-  const query = (sort) => api.list('/v1/jobs', { _sort: sort, _order: 'DESC', _start: 0, _end: SAMPLE_JOBS }, opts);
-  const [bySuccess, byError, total] = await Promise.all([query('last_success'), query('last_error'), api.count('/v1/jobs', {}, opts)]);
-  const names = new Set();
-  for (const job of [...bySuccess.items, ...byError.items]) {
-    const last = Math.max(parseTime(job.last_success)?.getTime() || 0, parseTime(job.last_error)?.getTime() || 0);
-    if (last >= since) names.add(job.name);
-  }
-  const results = await pool([...names], 6, (name) => api.list(`${jobPath(name)}/executions`,
-    { _start: 0, _end: 100, output_size_limit: 0 }, opts));
-  for (const result of results) {
-    if (!result.ok) continue;
-    for (const e of result.value.items) {
-      const when = parseTime(e.finished_at) || parseTime(e.started_at) || parseTime(e.scheduled_at);
-      if (!when || when.getTime() < since) continue;
-      const bucket = buckets[Math.min(HOURS - 1, Math.floor((when.getTime() - since) / 3600000))];
-      if (!bucket) continue;
-      const status = e.status || (e.success ? 'success' : 'failed');
-      if (status === 'success') bucket.success += 1;
-      else if (status === 'failed' || status === 'killed' || status === 'timeout') bucket.failed += 1;
-      else bucket.other += 1;
-    }
-  }
-  const sampled = total > names.size && names.size >= SAMPLE_JOBS;
-  return {
-    buckets,
-    note: sampled
-      ? `Sampled from the ${plural(names.size, 'most recently active job')} (of ${fmtNumber(total)}).`
-      : `From the history of ${plural(names.size, 'job')} that ran in this period.`,
-  };
-}
-
 const SERIES = [
   { key: 'success', label: 'Succeeded', cls: 'bar-ok' },
   { key: 'failed', label: 'Failed, killed or timed out', cls: 'bar-bad' },
-  { key: 'other', label: 'Missed, skipped or running', cls: 'bar-other' },
 ];
 
-function chart(buckets, now, available) {
-  const total = buckets.reduce((n, b) => n + b.success + b.failed + b.other, 0);
-  const hourFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
-  const zone = new Intl.DateTimeFormat(undefined, { timeZoneName: 'short' }).formatToParts(new Date(now))
-    .find((p) => p.type === 'timeZoneName')?.value || '';
+function chart(buckets, available) {
+  const total = buckets.reduce((n, b) => n + b.success + b.failed, 0);
+  // The days are UTC days (the cluster counts them so): labelled in UTC, not shifted into the viewer's zone.
+  const dayFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', timeZone: 'UTC' });
   const legend = h('ul', { class: 'legend' }, SERIES.map((s) => h('li', {},
     h('span', { class: `swatch ${s.cls}`, 'aria-hidden': 'true' }), `${s.label}: ${fmtNumber(buckets.reduce((n, b) => n + b[s.key], 0))}`)));
   if (!total) {
     return h('div', {}, emptyState('activity', 'No executions in this period', 'Runs will show up here as they finish.'));
   }
-  const max = Math.max(...buckets.map((b) => b.success + b.failed + b.other));
+  const max = Math.max(...buckets.map((b) => b.success + b.failed));
   const niceMax = niceCeil(max);
   const width = Math.max(280, Math.round(available || 720) - 2);
   const height = width < 500 ? 180 : 220;
@@ -260,7 +172,7 @@ function chart(buckets, now, available) {
   const barW = Math.max(4, slot * 0.64);
   const y = (v) => pad.top + plotH - (v / niceMax) * plotH;
   const ticks = [0, niceMax / 2, niceMax];
-  const summary = `${fmtNumber(total)} executions in the last ${HOURS} hours; busiest hour had ${fmtNumber(max)}.`;
+  const summary = `${fmtNumber(total)} executions in the last ${DAYS} days; the busiest day had ${fmtNumber(max)}.`;
   const chartSvg = svg('svg', { class: 'chart', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': summary },
     ticks.map((t) => [
       svg('line', { class: 'grid', x1: pad.left, x2: width - pad.right, y1: y(t), y2: y(t) }),
@@ -276,21 +188,20 @@ function chart(buckets, now, available) {
         base += v;
         return rect;
       });
-      const label = `${hourFmt.format(new Date(b.start))}–${hourFmt.format(new Date(b.start + 3600000))}: `
-        + `${b.success} succeeded, ${b.failed} failed, ${b.other} other`;
+      const label = `${dayFmt.format(new Date(b.start))} (UTC): ${b.success} succeeded, ${b.failed} failed`;
       const every = Math.max(1, Math.ceil(42 / slot));
       const showLabel = (buckets.length - 1 - i) % every === 0;
       return svg('g', {}, svg('title', {}, label), rects,
         svg('rect', { class: 'hit', x: pad.left + i * slot, width: slot, y: pad.top, height: plotH }),
         showLabel ? svg('text', { class: 'axis', x: pad.left + i * slot + slot / 2, y: height - 8, 'text-anchor': 'middle' },
-          hourFmt.format(new Date(b.start))) : null);
+          dayFmt.format(new Date(b.start))) : null);
     }));
   const table = h('div', { class: 'sr-only' }, h('table', {},
-    h('caption', {}, `Executions per hour (${zone})`),
+    h('caption', {}, 'Executions per day (UTC)'),
     h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Hour'), SERIES.map((s) => h('th', { scope: 'col' }, s.label)))),
-    h('tbody', {}, buckets.map((b) => h('tr', {}, h('th', { scope: 'row' }, hourFmt.format(new Date(b.start))),
+    h('tbody', {}, buckets.map((b) => h('tr', {}, h('th', { scope: 'row' }, dayFmt.format(new Date(b.start))),
       SERIES.map((s) => h('td', {}, String(b[s.key]))))))));
-  return h('figure', { class: 'chart-figure' }, chartSvg, h('figcaption', {}, legend, h('span', { class: 'muted small' }, `Hours in ${zone}`)), table);
+  return h('figure', { class: 'chart-figure' }, chartSvg, h('figcaption', {}, legend, h('span', { class: 'muted small' }, 'Days in UTC')), table);
 }
 
 function niceCeil(v) {

@@ -8,8 +8,9 @@ import {
   setFieldError, spinner, toast, viewerZone,
 } from '../dom.js';
 import { firesTable } from './job.js';
+import { onPause, pauseState } from '../pause.js';
 
-const READ_ONLY = ['id', 'success_count', 'error_count', 'last_success', 'last_error', 'dependent_jobs', 'status', 'next', 'created_at'];
+const READ_ONLY = ['id', 'success_count', 'error_count', 'last_success', 'last_error', 'dependent_jobs', 'status', 'next', 'created_at', 'disabled_reason'];
 const NAME_RE = /^[\p{Ll}0-9_-]+$/u;
 const PRESETS = [
   ['Every minute', '* * * * *'],
@@ -170,9 +171,17 @@ function genericEditor(executor, config) {
   const kv = kvEditor({ pairs: pairsOf(config), addLabel: 'Add setting', name: 'config' });
   const el = h('div', { class: 'executor-editor', dataset: { executor } },
     h('div', { class: 'field field-wide' }, h('span', { class: 'label' }, 'Settings'), kv,
-      executor === 'noop' ? h('p', { class: 'hint' }, 'The noop executor does nothing and succeeds: handy to test schedules and chains.') : null));
+      executor === 'noop' ? h('p', { class: 'hint' }, 'The noop executor does nothing and succeeds: handy to test schedules and chains.')
+        : GENERIC_HINTS[executor] ? h('p', { class: 'hint' }, GENERIC_HINTS[executor]) : null));
   return { el, focus: () => kv.querySelector('button').focus(), config: () => Object.fromEntries(kv.getPairs()), check: () => null };
 }
+
+// Dkron's keys of the executors edited as plain settings (docs/executors.md); the server checks them on save.
+const GENERIC_HINTS = {
+  nats: 'Settings: url (nats://host:4222), subject, message, userName, password.',
+  rabbitmq: 'Settings: url (amqp://user:password@host:5672/vhost), queue.name, exchange, queue.create, message.body, message.content_type, message.delivery_mode.',
+  grpc: 'Settings: url (host:port/package.Service/Method), body (JSON), headers (["Name: value"]), timeout, expectCode.',
+};
 
 const EDITORS = { shell: shellEditor, http: httpEditor };
 
@@ -242,9 +251,9 @@ export async function render(ctx) {
   const catchup = input({ value: base.catchup_window || '1h', placeholder: '1h' });
 
   // What to run
-  const executors = ['shell', 'http', 'noop'];
+  const executors = ['shell', 'http', 'noop', 'nats', 'rabbitmq', 'grpc'];
   if (base.executor && !executors.includes(base.executor)) executors.push(base.executor);
-  const executor = select(executors.map((e) => [e, { shell: 'Shell command', http: 'HTTP request', noop: 'No-op (test)' }[e] || e]), base.executor || 'shell');
+  const executor = select(executors.map((e) => [e, { shell: 'Shell command', http: 'HTTP request', noop: 'No-op (test)', nats: 'NATS message', rabbitmq: 'RabbitMQ message', grpc: 'gRPC call' }[e] || e]), base.executor || 'shell');
   const editorSlot = h('div', { class: 'editor-slot' });
   const editors = {};
   const editorFor = (kind) => {
@@ -263,6 +272,7 @@ export async function render(ctx) {
   const tags = kvEditor({ pairs: pairsOf(base.tags), label: 'Tag', keyLabel: 'Key', valueLabel: 'Value', addLabel: 'Add tag', keyPlaceholder: 'role', valuePlaceholder: 'web or web:2', name: 'tags' });
   const retries = input({ type: 'number', min: 0, max: 100, step: 1, value: String(base.retries || 0), inputmode: 'numeric' });
   const backoff = input({ value: base.retry_backoff || '5s', placeholder: '5s' });
+  const disableAfter = input({ type: 'number', min: 0, max: 1000, step: 1, value: String(base.disable_after_failures || 0), inputmode: 'numeric' });
   const concurrency = select([['allow', 'Allow overlapping runs'], ['forbid', 'Skip a run while one is going'], ['replace', 'Kill the running one, then start']], base.concurrency || 'allow');
   const ephemeral = checkbox('Ephemeral', base.ephemeral, 'Delete the job after its first successful run.');
   const metadata = kvEditor({ pairs: pairsOf(base.metadata), label: 'Label', keyLabel: 'Key', valueLabel: 'Value', addLabel: 'Add label', keyPlaceholder: 'team', valuePlaceholder: 'data', name: 'metadata' });
@@ -281,7 +291,20 @@ export async function render(ctx) {
       h('div', { class: 'card-body form-grid' }, children));
   };
 
+  // While submissions are paused every gateway refuses the save (503): say so before the user fills the form.
+  const pausedWarning = h('div', { class: 'alert alert-warn', role: 'status', id: 'paused-warning', hidden: true });
+  const showPaused = () => {
+    pausedWarning.hidden = !pauseState.paused;
+    if (!pauseState.paused) return;
+    append(clear(pausedWarning), icon('pause'), h('div', {},
+      h('strong', {}, 'Job submissions are paused: saving will be refused until they are resumed.'),
+      h('p', {}, `Paused${pauseState.paused_by ? ` by ${pauseState.paused_by}` : ''}${pauseState.note ? `: ${pauseState.note}` : '.'}`)));
+  };
+  showPaused();
+  ctx.onCleanup(onPause(showPaused));
+
   const form = h('form', { class: 'job-form', novalidate: true, onsubmit: onSubmit },
+    pausedWarning,
     errorSummary,
     section('Basics', '',
       field('Name', name, { required: true, id: 'job-name', hint: editing ? 'A job’s name cannot change; clone it to get a new name.' : 'Lower-case letters, digits, - and _. Up to 200 characters.' }),
@@ -318,6 +341,7 @@ export async function render(ctx) {
       field('Retries', retries, { id: 'job-retries', hint: 'Extra attempts after a failed run.' }),
       field('Retry backoff', backoff, { id: 'job-backoff', hint: 'First wait; doubled each time, at most 5 minutes.' }),
       field('Concurrency', concurrency, { id: 'job-concurrency' }),
+      field('Disable after failures', disableAfter, { id: 'job-disable-after', hint: 'Failed runs in a row that disable the job (0: never).' }),
       h('div', { class: 'field field-wide' }, ephemeral)),
     section('Metadata', 'Labels to find jobs by (Jobs › Metadata filter).',
       h('div', { class: 'field field-wide' }, h('span', { class: 'label' }, 'Labels'), metadata)),
@@ -344,6 +368,7 @@ export async function render(ctx) {
   let previewSeq = 0;
   let previewAbort = null;
   let scheduleValid = true;
+  let zoneProblem = ''; // the gateway's word on the time zone field, which is not the schedule's fault
   async function updatePreview() {
     const seq = ++previewSeq;
     if (previewAbort) previewAbort.abort();
@@ -360,6 +385,7 @@ export async function render(ctx) {
     }
     previewAbort = new AbortController();
     preview.classList.add('is-loading');
+    zoneProblem = '';
     try {
       const fires = await api.post('/v1/schedule/preview', { schedule: text, timezone: zone, count: 5, name: name.value.trim() },
         { signal: AbortSignal.any ? AbortSignal.any([ctx.signal, previewAbort.signal]) : previewAbort.signal, quiet: true });
@@ -371,11 +397,17 @@ export async function render(ctx) {
       append(clear(preview), words ? h('p', { class: 'schedule-words' }, words) : null, firesTable(fires, isValidZone(shownZone) ? shownZone : 'UTC'));
     } catch (error) {
       if (error.name === 'AbortError' || seq !== previewSeq) return;
-      scheduleValid = error.status !== 400;
-      if (error.status === 400) {
-        const aboutZone = /time ?zone|unknown zone/i.test(error.message) && zone;
-        setFieldError(aboutZone ? timezone : schedule, error.message);
-        if (aboutZone) setFieldError(schedule, '');
+      // A zone the gateway does not know is the time zone field's error (unless the schedule names it itself).
+      const aboutZone = error.status === 400 && /time ?zone|unknown zone/i.test(error.message) && zone
+        && !/^(?:CRON_TZ|TZ)=/.test(text);
+      scheduleValid = error.status !== 400 || aboutZone;
+      if (aboutZone) {
+        zoneProblem = error.message.replace(/^can't parse job schedule: /, '');
+        setFieldError(timezone, zoneProblem);
+        setFieldError(schedule, '');
+        append(clear(preview), h('p', { class: 'muted' }, 'No preview until the time zone is valid.'));
+      } else if (error.status === 400) {
+        setFieldError(schedule, error.message);
         append(clear(preview), h('p', { class: 'muted' }, 'No preview until the schedule is valid.'));
       } else {
         append(clear(preview), h('p', { class: 'muted' }, `Preview unavailable: ${error.message}`));
@@ -420,11 +452,16 @@ export async function render(ctx) {
     else if (jobName.length > 200) problems.push(fail(name, 'At most 200 characters.'));
     if (!schedule.value.trim() && !parent.value.trim()) problems.push(fail(schedule, 'Enter a schedule, or the job it runs after.'));
     else if (!scheduleValid && schedule.value.trim()) problems.push([schedule, document.getElementById('job-schedule-error')?.textContent || 'The schedule is not valid.']);
+    if (zoneProblem) problems.push([timezone, zoneProblem]);
     const editor = editorFor(executor.value);
     const configProblem = editor.check();
     if (configProblem) problems.push(fail(...configProblem));
     const retriesValue = Number(retries.value || 0);
     if (!Number.isInteger(retriesValue) || retriesValue < 0) problems.push(fail(retries, 'A whole number, 0 or more.'));
+    const disableAfterValue = Number(disableAfter.value || 0);
+    if (!Number.isInteger(disableAfterValue) || disableAfterValue < 0 || disableAfterValue > 1000) {
+      problems.push(fail(disableAfter, 'A whole number from 0 (never) to 1000.'));
+    }
     let processorsValue = null;
     if (processors.value.trim()) {
       try {
@@ -453,6 +490,7 @@ export async function render(ctx) {
       tags: objOf(tags.getPairs()),
       metadata: objOf(metadata.getPairs()),
       retries: retriesValue,
+      disable_after_failures: disableAfterValue,
       parent_job: parent.value.trim(),
       processors: processorsValue,
       concurrency: concurrency.value,

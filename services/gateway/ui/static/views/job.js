@@ -5,9 +5,11 @@ import { api, can, execPath, jobPath, streamUrl } from '../api.js';
 import { describeSchedule } from '../cron.js';
 import {
   absTime, announce, append, button, chip, clear, confirmDialog, emptyState, errorBox, executionDuration,
-  executionStatus, fmtNumber, h, icon, isRunning, keepFocus, kvChips, linkButton, parseTime, plural, spinner,
+  executionStatus, executionsPager, fmtNumber, h, icon, isRunning, keepFocus, kvChips, linkButton, parseTime, plural, spinner,
   statusBadge, timeAgo, toast, toastError, viewerZone,
 } from '../dom.js';
+import { STATUSES } from './executions.js';
+import { chainTree, recentRuns, runsChart } from './relations.js';
 
 const PAGE = 20;
 const MAX_OUTPUT_CHARS = 1_000_000;
@@ -36,6 +38,7 @@ export async function render(ctx) {
   const state = {
     page: Math.max(1, Number(ctx.query.get('epage')) || 1),
     selected: ctx.query.get('exec') || '',
+    status: STATUSES.some(([v]) => v === ctx.query.get('estatus')) ? ctx.query.get('estatus') : '',
     total: 0,
     executions: [],
     known: null, // execution ids seen so far (to follow the run that "Run now" starts)
@@ -47,6 +50,12 @@ export async function render(ctx) {
   const scheduleBody = h('div', { class: 'card-body' });
   const definitionBody = h('div', { class: 'card-body' });
   const execSummary = h('p', { class: 'muted small', id: 'exec-summary' });
+  const execStatus = h('select', { id: 'exec-status-filter', class: 'select-small', onchange: async () => {
+    state.status = execStatus.value;
+    state.page = 1;
+    syncQuery();
+    await loadExecutions();
+  } }, STATUSES.map(([v, label]) => h('option', { value: v, selected: v === state.status }, label)));
   const execTbody = h('tbody');
   const execTable = h('table', { class: 'table responsive exec-table', 'aria-describedby': 'exec-summary' },
     h('caption', { class: 'sr-only' }, `Executions of ${name}`),
@@ -56,6 +65,14 @@ export async function render(ctx) {
   const execWrap = h('div', { class: 'table-wrap' }, execTable);
   const execPager = h('nav', { class: 'pager', 'aria-label': 'Pages of executions' });
   const outputSection = h('section', { class: 'card output-card', id: 'output-panel', 'aria-labelledby': 'output-h', hidden: true });
+  // The panel sits in a row right under the execution it shows; under the table when that one is on another page.
+  const outputCell = h('td', { colspan: 7 });
+  const outputRow = h('tr', { class: 'output-row' }, outputCell);
+  const outputHome = h('div', {}, outputSection);
+  const runsBody = h('div', { class: 'card-body' });
+  const chainBody = h('div', { class: 'card-body' });
+  const chainSection = h('section', { class: 'card', 'aria-labelledby': 'chain-h', hidden: true },
+    h('div', { class: 'card-head' }, h('h2', { id: 'chain-h' }, 'Chain')), chainBody);
 
   append(clear(ctx.main), h('div', { class: 'page' },
     breadcrumbs(name),
@@ -66,10 +83,14 @@ export async function render(ctx) {
         h('div', { class: 'card-head' }, h('h2', { id: 'schedule-h' }, 'Schedule')), scheduleBody),
       h('section', { class: 'card', 'aria-labelledby': 'definition-h' },
         h('div', { class: 'card-head' }, h('h2', { id: 'definition-h' }, 'Definition')), definitionBody)),
+    h('section', { class: 'card', 'aria-labelledby': 'runs-h' },
+      h('div', { class: 'card-head' }, h('h2', { id: 'runs-h' }, 'Recent runs')), runsBody),
+    chainSection,
     h('section', { class: 'card', 'aria-labelledby': 'executions-h' },
-      h('div', { class: 'card-head' }, h('h2', { id: 'executions-h' }, 'Executions'), execSummary),
+      h('div', { class: 'card-head' }, h('h2', { id: 'executions-h' }, 'Executions'), execSummary,
+        h('label', { class: 'sr-only', for: 'exec-status-filter' }, 'Show executions with status'), execStatus),
       execWrap, execPager),
-    outputSection));
+    outputHome));
 
   // ---- header, actions, definition ----
 
@@ -81,7 +102,11 @@ export async function render(ctx) {
       h('div', { class: 'badges' }, statusBadge(job.status),
         job.disabled ? h('span', { class: 'badge badge-neutral' }, icon('power'), 'Disabled') : h('span', { class: 'badge badge-ok badge-soft' }, icon('power'), 'Enabled'),
         job.ephemeral ? chip('ephemeral') : null,
-        job.parent_job ? h('span', { class: 'chip' }, 'child of ', h('a', { href: jobHref(job.parent_job) }, job.parent_job)) : null)));
+        job.parent_job ? h('span', { class: 'chip chip-parent' }, h('span', {}, 'child of'), h('a', { href: jobHref(job.parent_job) }, job.parent_job)) : null)));
+    if (job.disabled && job.disabled_reason) {
+      headEl.append(h('p', { class: 'alert alert-warn', role: 'status', dataset: { key: 'disabled-reason' } }, icon('power'),
+        `Disabled by the cluster ${job.disabled_reason.replace(/^disabled /, '')}. Enable it once the cause is fixed.`));
+    }
     keepFocus(actionsEl, () => {
       append(clear(actionsEl),
         can('operator') ? button('Run now', { iconName: 'play', kind: 'primary', onclick: runNow, dataset: { key: 'run' } }) : null,
@@ -110,6 +135,7 @@ export async function render(ctx) {
       ['Metadata', kvChips(job.metadata)],
       ['Concurrency', job.concurrency || 'allow'],
       ['Retries', job.retries ? `${job.retries} (backoff from ${job.retry_backoff || '5s'})` : 'none'],
+      ['Disables itself', job.disable_after_failures ? `after ${plural(job.disable_after_failures, 'failed run')} in a row` : null],
       ['Timeout', job.timeout || null],
       ['Runs after', job.parent_job ? h('span', {}, h('a', { href: jobHref(job.parent_job) }, job.parent_job), ` on ${job.trigger_on || 'success'}`) : null],
       ['Dependent jobs', job.dependent_jobs && job.dependent_jobs.length
@@ -155,11 +181,25 @@ export async function render(ctx) {
     }
   }
 
+  // ---- recent runs and chain ----
+
+  async function renderRelations() {
+    try {
+      const [runs, tree] = await Promise.all([recentRuns(name, opts), chainTree(job, opts)]);
+      append(clear(runsBody), runsChart(runs, runsBody.clientWidth));
+      chainSection.hidden = !tree;
+      if (tree) append(clear(chainBody), tree);
+    } catch (error) {
+      if (error.name === 'AbortError') return;
+      append(clear(runsBody), h('p', { class: 'field-error' }, error.message));
+    }
+  }
+
   // ---- executions ----
 
   async function loadExecutions() {
     const { items, total } = await api.list(`${jobPath(name)}/executions`,
-      { _start: (state.page - 1) * PAGE, _end: state.page * PAGE, output_size_limit: 0 }, opts);
+      { _start: (state.page - 1) * PAGE, _end: state.page * PAGE, output_size_limit: 0, status: state.status }, opts);
     const fresh = state.known ? items.filter((e) => !state.known.has(e.id)) : [];
     state.known = new Set([...(state.known || []), ...items.map((e) => e.id)]);
     state.executions = items;
@@ -171,28 +211,50 @@ export async function render(ctx) {
       if (!outputSection.contains(document.activeElement)) selectExecution(newest.id, { focus: false });
     }
     renderExecutions();
-    if (state.selected) {
-      const shown = items.find((e) => e.id === state.selected);
-      if (shown && output.id === shown.id && output.status !== executionStatus(shown) && !output.stream && !isRunning(executionStatus(shown))) {
+    const shown = state.selected ? items.find((e) => e.id === state.selected) : null;
+    if (shown && output.id === shown.id && output.status) {
+      const status = executionStatus(shown);
+      if (!isRunning(status) && status !== output.status && !output.stream) {
         openOutput(shown.id); // it ended while we were not streaming: show the final output
+      } else if (output.status === 'pending' && status === 'running') {
+        output.status = status; // it started: its node and start time, while the stream goes on
+        renderOutputPanel(shown, false);
       }
+    }
+  }
+
+  /** Puts the output panel under its execution's row (moved only when its place changes, so focus and the
+   * output's scroll position stay). */
+  function placeOutput() {
+    const row = state.selected && !outputSection.hidden
+      ? execTbody.querySelector(`tr[data-exec="${CSS.escape(state.selected)}"]`) : null;
+    if (row) {
+      if (outputSection.parentNode !== outputCell) outputCell.append(outputSection);
+      if (row.nextElementSibling !== outputRow) row.after(outputRow);
+    } else {
+      outputRow.remove();
+      if (outputSection.parentNode !== outputHome) outputHome.append(outputSection);
     }
   }
 
   function renderExecutions() {
     execSummary.textContent = state.total ? plural(state.total, 'execution') : '';
     keepFocus(execTbody, () => {
-      clear(execTbody);
+      for (const child of [...execTbody.children]) if (child !== outputRow) child.remove();
       if (!state.executions.length) {
-        execTbody.append(h('tr', { class: 'row-empty' }, h('td', { colspan: 7 },
+        placeOutput();
+        execTbody.append(h('tr', { class: 'row-empty' }, h('td', { colspan: 7 }, state.status
+          ? emptyState('search', 'No execution with this status', 'Choose another status to see more.') :
           emptyState('clock', 'No executions yet', job.disabled ? 'The job is disabled; run it by hand to try it.' : 'They appear here as soon as the job runs.',
             can('operator') ? button('Run it once now', { iconName: 'play', onclick: runNow }) : null))));
         return;
       }
+      // Rows up to the selected one go above the panel's row, the others below it.
+      let above = outputRow.parentNode === execTbody && state.executions.some((e) => e.id === state.selected);
       for (const e of state.executions) {
         const status = executionStatus(e);
         const selected = e.id === state.selected;
-        execTbody.append(h('tr', { class: selected ? 'row-selected' : '', dataset: { exec: e.id } },
+        const tr = h('tr', { class: selected ? 'row-selected' : '', dataset: { exec: e.id } },
           h('td', { 'data-label': 'Status' }, statusBadge(status, e.exit_code !== null && e.exit_code !== undefined && status !== 'success' ? `exit ${e.exit_code}` : '')),
           h('td', { 'data-label': 'Started' }, timeAgo(e.started_at, { withAbs: true, empty: status === 'pending' ? 'not yet' : '—' })),
           h('td', { 'data-label': 'Duration' }, executionDuration(e)),
@@ -208,24 +270,22 @@ export async function render(ctx) {
             h('span', { class: 'sr-only' }, ` of the run started ${e.started_at ? absTime(e.started_at) : ''}`)),
             isRunning(status) && can('operator') ? h('button', {
               type: 'button', class: 'btn btn-small btn-danger', dataset: { key: `kill-${e.id}` }, onclick: () => kill(e),
-            }, icon('stop'), h('span', {}, 'Kill')) : null)));
+            }, icon('stop'), h('span', {}, 'Kill')) : null));
+        if (above) execTbody.insertBefore(tr, outputRow);
+        else execTbody.append(tr);
+        if (selected) above = false;
       }
+      placeOutput();
     });
-    const pages = Math.max(1, Math.ceil(state.total / PAGE));
-    execPager.hidden = pages <= 1;
-    const go = (page) => async () => {
+    executionsPager(execPager, state.page, Math.max(1, Math.ceil(state.total / PAGE)), async (page) => {
       state.page = page;
       syncQuery();
       await loadExecutions();
-    };
-    keepFocus(execPager, () => append(clear(execPager),
-      h('button', { type: 'button', class: 'btn btn-icon', 'aria-label': 'Newer executions', disabled: state.page <= 1, onclick: go(state.page - 1), dataset: { key: 'newer' } }, icon('left')),
-      h('span', { class: 'pager-label' }, `Page ${state.page} of ${pages}`),
-      h('button', { type: 'button', class: 'btn btn-icon', 'aria-label': 'Older executions', disabled: state.page >= pages, onclick: go(state.page + 1), dataset: { key: 'older' } }, icon('right'))));
+    });
   }
 
   function syncQuery() {
-    ctx.setQuery({ exec: state.selected, epage: state.page > 1 ? state.page : '' });
+    ctx.setQuery({ exec: state.selected, epage: state.page > 1 ? state.page : '', estatus: state.status });
   }
 
   // ---- output ----
@@ -255,6 +315,7 @@ export async function render(ctx) {
 
   function selectExecution(id, { focus }) {
     state.selected = id;
+    outputSection.hidden = false;
     syncQuery();
     renderExecutions();
     openOutput(id, { focus });
@@ -281,7 +342,9 @@ export async function render(ctx) {
   async function openOutput(id, { focus = false } = {}) {
     stopOutput();
     output.id = id;
+    output.status = '';
     outputSection.hidden = false;
+    placeOutput();
     append(clear(outputSection), h('div', { class: 'card-head' }, h('h2', { id: 'output-h', tabindex: '-1' }, 'Output')), spinner('Loading the output…'));
     if (focus) {
       outputSection.scrollIntoView({ block: 'nearest' });
@@ -470,10 +533,19 @@ export async function render(ctx) {
 
   async function remove() {
     const dependents = job.dependent_jobs || [];
+    if (dependents.length) {
+      // The gateway refuses (409) while children exist: say so, and offer no button that would fail.
+      await confirmDialog({
+        title: `${name} cannot be deleted yet`,
+        body: h('div', {}, h('p', {}, `It has ${plural(dependents.length, 'dependent job')}, which ${dependents.length === 1 ? 'runs' : 'run'} after it. Delete them first, or make them run after another job:`),
+          h('ul', { class: 'name-list' }, dependents.map((d) => h('li', {}, h('a', { class: 'mono', href: jobHref(d) }, d))))),
+        confirmLabel: '',
+      });
+      return;
+    }
     const ok = await confirmDialog({
       title: `Delete ${name}?`,
-      body: h('div', {}, h('p', {}, 'The job and its execution history are removed. This cannot be undone.'),
-        dependents.length ? h('p', { class: 'text-bad' }, `It has dependent jobs (${dependents.join(', ')}): delete them first.`) : null),
+      body: h('p', {}, 'The job and its execution history are removed. This cannot be undone.'),
       confirmLabel: 'Delete job',
       danger: true,
     });
@@ -493,9 +565,10 @@ export async function render(ctx) {
       const scheduleChanged = fresh.schedule !== job.schedule || fresh.timezone !== job.timezone || fresh.disabled !== job.disabled;
       const changed = JSON.stringify(fresh) !== JSON.stringify(job);
       job = fresh;
-      if (changed) {
+      if (changed) { // a run that ended changes the counters: the chart and the chain's statuses follow
         renderHead();
         renderDefinition();
+        renderRelations();
       }
       if (scheduleChanged) renderSchedule();
       await loadExecutions();
@@ -511,6 +584,7 @@ export async function render(ctx) {
   renderHead();
   renderDefinition();
   renderSchedule();
+  renderRelations();
   try {
     await loadExecutions();
   } catch (error) {

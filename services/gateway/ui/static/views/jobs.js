@@ -3,6 +3,7 @@
 
 import { api, can, jobPath } from '../api.js';
 import { describeSchedule } from '../cron.js';
+import { loadPause } from '../pause.js';
 import {
   announce, append, button, clear, confirmDialog, debounce, emptyState, errorBox, fmtNumber, h, icon, keepFocus,
   linkButton, plural, pool, spinner, statusBadge, timeAgo, toast,
@@ -374,5 +375,8 @@ export async function render(ctx) {
     }
   })();
   await load();
-  ctx.every(10000, () => load());
+  ctx.every(10000, () => {
+    load();
+    loadPause({ signal: ctx.signal }).catch(() => {});
+  });
 }

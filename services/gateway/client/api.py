@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,7 +73,10 @@ class GatewayUnreachableError(GatewayError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
         self.reason = reason
-        super().__init__(f"cannot reach the gateway at {url}: {reason}; is `cronbus gateway` running?")
+        hint = "is `cronbus gateway` running?"
+        if "CERTIFICATE_VERIFY_FAILED" in reason:
+            hint = "its certificate is not trusted: for a private CA, give --ca-file (or CRONBUS_CA_FILE)"
+        super().__init__(f"cannot reach the gateway at {url}: {reason}; {hint}")
 
 
 class ProtocolError(GatewayError):
@@ -186,14 +190,19 @@ class GatewayClient:
         *,
         token: str = "",
         timeout_s: float = 30.0,
+        ca_file: str = "",
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """ca_file: the CA certificate(s), PEM, that an https gateway's certificate must chain to (a private CA);
+        without it, the system's trusted CAs."""
         self.base_url = check_gateway_url(base_url)
         headers = {"User-Agent": "cronbus-cli", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._timeout_s = timeout_s
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport, verify=_verify(ca_file)
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -298,6 +307,14 @@ class GatewayClient:
             params.append(("output_size_limit", str(output_size_limit)))
         return self._call(list[Execution], "GET", f"/v1/jobs/{_seg(job)}/executions", params=params)
 
+    def search_executions(self, filters: Mapping[str, str], *, end: int, output_size_limit: int | None = None
+                          ) -> Reply[list[Execution]]:  # fmt: skip
+        """GET /v1/executions: `filters` as its query (status, job, node, since, until, q); empty values left out."""
+        params = [(k, v) for k, v in filters.items() if v] + [("_start", "0"), ("_end", str(end))]
+        if output_size_limit is not None:
+            params.append(("output_size_limit", str(output_size_limit)))
+        return self._call(list[Execution], "GET", "/v1/executions", params=params)
+
     def get_execution(self, job: str, execution: str) -> Reply[Execution]:
         return self._call(Execution, "GET", f"/v1/jobs/{_seg(job)}/executions/{_seg(execution)}")
 
@@ -343,6 +360,15 @@ class GatewayClient:
 
     def unpause(self) -> Reply[PauseState]:
         return self._call(PauseState, "POST", "/v1/unpause")
+
+
+def _verify(ca_file: str) -> ssl.SSLContext | bool:
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise GatewayError(f"cannot read the CA file {ca_file}: {exc}") from None
 
 
 def check_gateway_url(url: str) -> str:

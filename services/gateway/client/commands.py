@@ -15,8 +15,10 @@ import yaml
 from click.shell_completion import CompletionItem
 
 from cronbus.common.errors import CronbusError, ValidationError
-from cronbus.common.models import ZERO_TIME, Execution, Job, Member
-from cronbus.services.gateway.client import (
+from cronbus.common.executor_config import EXECUTORS
+from cronbus.common.models import JOB_SORT_FIELDS, JOB_STATUS_FILTERS, ZERO_TIME, Execution, Job, Member
+from cronbus.common.schedule import parse_duration
+from cronbus.services.gateway.client.api import (
     DEFAULT_GATEWAY,
     READ_ONLY_FIELDS,
     ApiError,
@@ -26,10 +28,11 @@ from cronbus.services.gateway.client import (
     GatewayUnreachableError,
     JobQuery,
     OutputReceived,
+    Reply,
     check_gateway_url,
     compact_job,
 )
-from cronbus.services.gateway.crontab import parse_crontab
+from cronbus.services.gateway.client.crontab import parse_crontab
 
 __all__ = ["CLIENT_COMMANDS"]
 
@@ -37,17 +40,6 @@ EXIT_API_ERROR: Final = 1
 EXIT_UNREACHABLE: Final = 3
 COMPLETION_LIMIT: Final = 500
 COMPLETION_TIMEOUT_S: Final = 2.0
-SORT_FIELDS: Final = (
-    "name",
-    "displayname",
-    "schedule",
-    "success_count",
-    "error_count",
-    "last_success",
-    "last_error",
-    "next",
-)
-STATUS_FILTERS: Final = ("success", "failed", "partially_failed", "running", "untriggered")
 COMPLETION_HELP: Final = (
     "\b\nShell completion (job names complete from the gateway):\n"
     '  bash: eval "$(_CRONBUS_COMPLETE=bash_source cronbus)"\n'
@@ -59,6 +51,7 @@ _SESSION: Final = "cronbus.gateway.session"
 _STRING_MAPS: Final = ("tags", "metadata", "executor_config")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 Pair = tuple[str, str | None]
 
 
@@ -71,6 +64,10 @@ class Session:
 
     api: GatewayClient
     json: bool
+
+
+def _api() -> GatewayClient:
+    return _session().api
 
 
 def _session() -> Session:
@@ -92,6 +89,9 @@ def _client_options() -> list[click.Parameter]:
                      callback=_gateway_url, metavar="URL", help="Base URL of a cronbus gateway (or a Dkron server)."),
         click.Option(["--token", "token"], default="", envvar="CRONBUS_TOKEN", show_default=False,
                      help="API token, sent as 'Authorization: Bearer TOKEN' [env: CRONBUS_TOKEN]."),
+        click.Option(["--ca-file", "ca_file"], default="", envvar="CRONBUS_CA_FILE", metavar="FILE",
+                     help="CA certificate(s), PEM, an https gateway's certificate must chain to (a private CA; "
+                          "default: the system's) [env: CRONBUS_CA_FILE]."),
         click.Option(["--json", "json_output"], is_flag=True, default=False,
                      help="Print the API's JSON instead of tables (for scripts)."),
     ]  # fmt: skip
@@ -112,7 +112,11 @@ class ClientCommand(click.Command):
 
     def invoke(self, ctx: click.Context) -> Any:
         token = ctx.params.pop("token")
-        api = GatewayClient(ctx.params.pop("gateway"), token=token)
+        ca_file = ctx.params.pop("ca_file")
+        try:
+            api = GatewayClient(ctx.params.pop("gateway"), token=token, ca_file=ca_file)
+        except GatewayError as exc:
+            raise click.BadParameter(str(exc), param_hint="--ca-file") from None
         ctx.meta[_SESSION] = Session(ctx.with_resource(api), ctx.params.pop("json_output"))
         try:
             return super().invoke(ctx)
@@ -162,7 +166,8 @@ def _completion_client(ctx: click.Context) -> GatewayClient:
     # The options given so far are parsed; otherwise the environment and the default apply, as for a run.
     gateway = ctx.params.get("gateway") or os.environ.get("CRONBUS_GATEWAY") or DEFAULT_GATEWAY
     token = ctx.params.get("token") or os.environ.get("CRONBUS_TOKEN", "")
-    return GatewayClient(str(gateway), token=str(token), timeout_s=COMPLETION_TIMEOUT_S)
+    ca_file = ctx.params.get("ca_file") or os.environ.get("CRONBUS_CA_FILE", "")
+    return GatewayClient(str(gateway), token=str(token), timeout_s=COMPLETION_TIMEOUT_S, ca_file=str(ca_file))
 
 
 def complete_job_names(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
@@ -239,6 +244,34 @@ def _cell(value: object) -> str:
 
 def _echo_raw(raw: bytes) -> None:
     click.echo(raw.decode())
+
+
+def _as_json(reply: Reply[Any]) -> bool:
+    """With --json, prints the API's JSON as it came and is True: the command prints nothing else."""
+    if _session().json:
+        _echo_raw(reply.raw)
+        return True
+    return False
+
+
+def _show(reply: Reply[T], line: Callable[[T], str]) -> None:
+    """Prints the API's JSON with --json, else the line made of the reply's value."""
+    if not _as_json(reply):
+        click.echo(line(reply.value))
+
+
+def _echo_list(
+    reply: Reply[list[T]], headers: Sequence[str], row: Callable[[T], Sequence[str]], *, what: str, none: str
+) -> None:
+    """Prints a list as a table (or the API's JSON with --json), and how many of how many it shows."""
+    if _as_json(reply):
+        return
+    if not reply.value:
+        click.echo(none, err=True)
+        return
+    click.echo(render_table(headers, (row(item) for item in reply.value)))
+    if reply.total is not None and reply.total > len(reply.value):
+        click.echo(f"({len(reply.value)} of {reply.total} {what} shown)")
 
 
 def _echo_fields(rows: Sequence[tuple[str, str]]) -> None:
@@ -426,7 +459,7 @@ def job_flag_options(func: F) -> F:
         click.option("--retries", type=click.IntRange(min=0), help="Extra attempts after a failed run."),
         click.option("--concurrency", type=click.Choice(["allow", "forbid", "replace"]),
                      help="What a run does while the previous one still runs."),
-        click.option("--executor", type=click.Choice(["shell", "http", "noop"]), help="Executor (default shell)."),
+        click.option("--executor", type=click.Choice(EXECUTORS), help="Executor (default shell)."),
         click.option("--config", multiple=True, type=KEY_VALUE_OR_REMOVAL,
                      help="executor_config KEY=VALUE (repeatable; KEY- removes), e.g. --config timeout=30s."),
         click.option("--disabled/--enabled", "disabled", default=None, help="Disable or enable scheduled runs."),
@@ -447,12 +480,14 @@ def jobs_group() -> None:
 
 @jobs_group.command("list")
 @click.option("--q", "q", default="", help="Only jobs whose name or display name contains TEXT.", metavar="TEXT")
-@click.option("--status", type=click.Choice(STATUS_FILTERS), help="Only jobs with this status.")
+@click.option("--status", type=click.Choice(JOB_STATUS_FILTERS), help="Only jobs with this status.")
 @click.option("--disabled/--enabled", "disabled", default=None, help="Only disabled / only enabled jobs.")
 @click.option(
     "--metadata", multiple=True, type=KEY_VALUE, help="Only jobs with this label (repeatable: all must match)."
 )
-@click.option("--sort", type=click.Choice(SORT_FIELDS), default="name", show_default=True, help="Sort by this field.")
+@click.option(
+    "--sort", type=click.Choice(JOB_SORT_FIELDS), default="name", show_default=True, help="Sort by this field."
+)
 @click.option("--desc", is_flag=True, help="Sort in descending order.")
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most N jobs.", metavar="N")
 def list_jobs(
@@ -465,30 +500,17 @@ def list_jobs(
     limit: int | None,
 ) -> None:
     """List jobs: schedule, status, next run, last success and error."""
-    s = _session()
     query = JobQuery(q=q, status=status or "", disabled=disabled, metadata={k: v or "" for k, v in metadata},
                      sort=sort, descending=desc, end=limit)  # fmt: skip
-    reply = s.api.list_jobs(query)
-    if s.json:
-        _echo_raw(reply.raw)
-        return
-    if not reply.value:
-        click.echo("no jobs", err=True)
-        return
-    click.echo(render_table(JOB_HEADERS, (_job_row(j) for j in reply.value)))
-    if reply.total is not None and reply.total > len(reply.value):
-        click.echo(f"({len(reply.value)} of {reply.total} jobs shown)")
+    _echo_list(_api().list_jobs(query), JOB_HEADERS, _job_row, what="jobs", none="no jobs")
 
 
 @jobs_group.command("show")
 @job_argument
 def show_job(name: str) -> None:
     """Show one job, every field."""
-    s = _session()
-    reply = s.api.get_job(name)
-    if s.json:
-        _echo_raw(reply.raw)
-    else:
+    reply = _api().get_job(name)
+    if not _as_json(reply):
         _echo_job(reply.value)
 
 
@@ -584,38 +606,23 @@ def edit_job(name: str, file: IO[str] | None, **fields: Any) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def delete_job(name: str, yes: bool) -> None:
     """Delete a job and its execution history."""
-    s = _session()
     if not yes:
         click.confirm(f"delete job {name} and its executions?", abort=True, err=True)
-    reply = s.api.delete_job(name)
-    if s.json:
-        _echo_raw(reply.raw)
-    else:
-        click.echo(f"deleted job {reply.value.name}")
+    _show(_api().delete_job(name), lambda job: f"deleted job {job.name}")
 
 
 @jobs_group.command("run")
 @job_argument
 def run_job(name: str) -> None:
     """Run a job now (also a disabled one); returns without waiting for the run."""
-    s = _session()
-    reply = s.api.run_job(name)
-    if s.json:
-        _echo_raw(reply.raw)
-    else:
-        click.echo(f"run of job {reply.value.name} requested; see: cronbus executions list {reply.value.name}")
+    _show(_api().run_job(name), lambda job: f"run of job {job.name} requested; see: cronbus executions list {job.name}")
 
 
 @jobs_group.command("toggle")
 @job_argument
 def toggle_job(name: str) -> None:
     """Disable an enabled job, enable a disabled one."""
-    s = _session()
-    reply = s.api.toggle_job(name)
-    if s.json:
-        _echo_raw(reply.raw)
-    else:
-        click.echo(f"job {reply.value.name} is now {'disabled' if reply.value.disabled else 'enabled'}")
+    _show(_api().toggle_job(name), lambda job: f"job {job.name} is now {'disabled' if job.disabled else 'enabled'}")
 
 
 # ---- executions ----------------------------------------------------------------------------------------------
@@ -636,28 +643,59 @@ def _job_and_execution(func: F) -> F:
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Newest N executions.")
 def list_executions(job: str, limit: int) -> None:
     """List a job's executions, newest first."""
-    s = _session()
     # Tables show no output, so the gateway need not send it.
-    reply = s.api.list_executions(job, end=limit, output_size_limit=None if s.json else 0)
-    if s.json:
-        _echo_raw(reply.raw)
-        return
-    if not reply.value:
-        click.echo(f"job {job} has no executions", err=True)
-        return
-    click.echo(render_table(EXECUTION_HEADERS, (_execution_row(e) for e in reply.value)))
-    if reply.total is not None and reply.total > len(reply.value):
-        click.echo(f"({len(reply.value)} of {reply.total} executions shown)")
+    reply = _api().list_executions(job, end=limit, output_size_limit=None if _session().json else 0)
+    _echo_list(reply, EXECUTION_HEADERS, _execution_row, what="executions", none=f"job {job} has no executions")
+
+
+SEARCH_HEADERS: Final = ("JOB", *EXECUTION_HEADERS, "LAST LINE")
+
+
+def _search_row(e: Execution) -> list[str]:
+    lines = [line.strip() for line in e.output.splitlines() if line.strip()]
+    return [e.job_name, *_execution_row(e), (lines[-1] if lines else e.reason)[:80] or "-"]
+
+
+def _instant(value: str | None) -> str:
+    """A Go duration ("24h", "90m") as that long ago, RFC 3339; anything else as given (the gateway checks it)."""
+    if not value:
+        return ""
+    try:
+        ago = parse_duration(value)
+    except ValidationError:
+        return value
+    return (datetime.now(UTC) - ago).isoformat()
+
+
+@executions_group.command("search")
+@click.option("--status", "statuses", multiple=True, help="Only these statuses (repeat, or comma-separate); "
+              "'failures' is failed, timeout and killed.")  # fmt: skip
+@click.option("--job", default="", help="Only this job's executions.")
+@click.option("--node", default="", help="Only those this executor ran.")
+@click.option("--since", help="Started at or after: a duration ago (24h) or an RFC 3339 time.")
+@click.option("--until", help="Started before: a duration ago or an RFC 3339 time.")
+@click.option("--grep", default="", help="Only those whose output contains this text (ignoring case).")
+@click.option("--limit", type=click.IntRange(min=1, max=1000), default=50, show_default=True, help="Newest N.")
+def search_executions(statuses: tuple[str, ...], job: str, node: str, since: str | None, until: str | None,
+                      grep: str, limit: int) -> None:  # fmt: skip
+    """Find executions across every job, newest first: what failed last night, and why.
+
+    Example: cronbus executions search --status failures --since 24h
+    """
+    words = [w.strip() for value in statuses for w in value.split(",") if w.strip()]
+    status = ",".join("failed,timeout,killed" if w == "failures" else w for w in words)
+    filters = {"status": status, "job": job, "node": node, "since": _instant(since), "until": _instant(until),
+               "q": grep}  # fmt: skip
+    reply = _api().search_executions(filters, end=limit, output_size_limit=None if _session().json else 400)
+    _echo_list(reply, SEARCH_HEADERS, _search_row, what="executions", none="no execution matches")
 
 
 @executions_group.command("show")
 @_job_and_execution
 def show_execution(job: str, execution: str) -> None:
     """Show an execution with its whole output."""
-    s = _session()
-    reply = s.api.get_execution(job, execution)
-    if s.json:
-        _echo_raw(reply.raw)
+    reply = _api().get_execution(job, execution)
+    if _as_json(reply):
         return
     _echo_fields(_struct_rows(reply.value, frozenset({"output", "output_truncated"})))
     click.echo("output:")
@@ -668,12 +706,7 @@ def show_execution(job: str, execution: str) -> None:
 @_job_and_execution
 def kill_execution(job: str, execution: str) -> None:
     """Stop a running execution (TERM to its process group, KILL after a grace period)."""
-    s = _session()
-    reply = s.api.kill_execution(job, execution)
-    if s.json:
-        _echo_raw(reply.raw)
-    else:
-        click.echo(f"kill of execution {execution} requested")
+    _show(_api().kill_execution(job, execution), lambda _: f"kill of execution {execution} requested")
 
 
 @executions_group.command("tail")
@@ -713,10 +746,8 @@ def _member_row(m: Member) -> list[str]:
 @click.command("members", cls=ClientCommand)
 def members_command() -> None:
     """List the cluster's processes: schedulers, executors and gateways."""
-    s = _session()
-    reply = s.api.members()
-    if s.json:
-        _echo_raw(reply.raw)
+    reply = _api().members()
+    if _as_json(reply):
         return
     rows = [_member_row(m) for m in reply.value]
     click.echo(render_table(("NAME", "ROLE", "ADDRESS", "STATUS", "LEADER", "TAGS"), rows))
@@ -725,21 +756,16 @@ def members_command() -> None:
 @click.command("leader", cls=ClientCommand)
 def leader_command() -> None:
     """Show the scheduler that leads (exit 1 when there is none)."""
-    s = _session()
-    reply = s.api.leader()
-    if s.json:
-        _echo_raw(reply.raw)
-    else:
+    reply = _api().leader()
+    if not _as_json(reply):
         _echo_member(reply.value)
 
 
 @click.command("busy", cls=ClientCommand)
 def busy_command() -> None:
     """List the executions running now, across all jobs."""
-    s = _session()
-    reply = s.api.busy()
-    if s.json:
-        _echo_raw(reply.raw)
+    reply = _api().busy()
+    if _as_json(reply):
         return
     if not reply.value:
         click.echo("nothing is running", err=True)
@@ -756,22 +782,16 @@ def _echo_pause(paused: bool) -> None:
 @click.option("--status", "only_status", is_flag=True, help="Only show whether submissions are paused.")
 def pause_command(only_status: bool) -> None:
     """Pause new job submissions, cluster-wide (scheduled runs go on)."""
-    s = _session()
-    reply = s.api.pause_state() if only_status else s.api.pause()
-    if s.json:
-        _echo_raw(reply.raw)
-    else:
+    reply = _api().pause_state() if only_status else _api().pause()
+    if not _as_json(reply):
         _echo_pause(reply.value.paused)
 
 
 @click.command("unpause", cls=ClientCommand)
 def unpause_command() -> None:
     """Accept new job submissions again."""
-    s = _session()
-    reply = s.api.unpause()
-    if s.json:
-        _echo_raw(reply.raw)
-    else:
+    reply = _api().unpause()
+    if not _as_json(reply):
         _echo_pause(reply.value.paused)
 
 
@@ -782,8 +802,7 @@ def unpause_command() -> None:
 @click.argument("file", type=click.File("wb"))
 def backup_command(file: IO[bytes]) -> None:
     """Save every job to FILE ('-' for standard output) as JSON, the format `restore` reads."""
-    s = _session()
-    reply = s.api.list_jobs()
+    reply = _api().list_jobs()
     file.write(msgspec.json.format(reply.raw, indent=2) + b"\n")
     if file.name != "<stdout>":
         click.echo(f"saved {len(reply.value)} jobs to {file.name}", err=True)
@@ -793,13 +812,14 @@ def backup_command(file: IO[bytes]) -> None:
 @click.argument("file", type=click.File("rb"))
 def restore_command(file: IO[bytes]) -> None:
     """Create or update the jobs saved in FILE by `backup` (or GET /v1/jobs); exit 1 if any failed."""
-    s = _session()
-    reply = s.api.restore(file.read(), os.path.basename(str(file.name)) or "jobs.json")
-    if s.json:
-        _echo_raw(reply.raw)
-    else:
+    reply = _api().restore(file.read(), os.path.basename(str(file.name)) or "jobs.json")
+    if not _as_json(reply):
         for line in reply.value:
             click.echo(line)
+        failed = sum(line.startswith("fail") for line in reply.value)
+        disabled = sum(line.startswith("success") and ": stored disabled" in line for line in reply.value)
+        stored = len(reply.value) - failed - disabled
+        click.echo(f"{stored} stored, {disabled} stored disabled, {failed} failed", err=True)
     if any(line.startswith("fail") for line in reply.value):
         click.get_current_context().exit(EXIT_API_ERROR)
 
@@ -831,10 +851,8 @@ def preview_command(expr: str, zone: str, count: int, name: str) -> None:
     \b
       cronbus schedule preview '30 9 * * 1-5' --tz Europe/Berlin
     """
-    s = _session()
-    reply = s.api.preview_schedule(expr, zone, count, name)
-    if s.json:
-        _echo_raw(reply.raw)
+    reply = _api().preview_schedule(expr, zone, count, name)
+    if _as_json(reply):
         return
     shown = _prefix_zone(expr) or zone
     try:
