@@ -53,6 +53,20 @@ def up(cluster: Cluster, *gateway_args: str, executor: bool = False) -> str:
     return url
 
 
+def run_now(url: str, job: str) -> Result:
+    """`cronbus jobs run`. Right after start-up the leader may know the executor (its hello) before it sees its
+    subscription, and refuses with 503 (nothing launched): asked again until it takes the run."""
+    answers: list[Result] = []
+
+    def taken() -> bool:
+        answers.append(cli(url, "jobs", "run", job))
+        return not (answers[-1].exit_code == 1 and answers[-1].stderr.startswith("error: 503 "))
+
+    wait_until(taken, timeout_s=10, interval_s=0.2, what=f"the leader to take a run of {job}")
+    assert answers[-1].exit_code == 0, f"cronbus jobs run {job} -> {answers[-1].exit_code}\n{answers[-1].output}"
+    return answers[-1]
+
+
 def executions_of(url: str, job: str) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = as_json(url, "executions", "list", job)
     return result
@@ -264,7 +278,7 @@ def test_backup_restore_preview_import_pause_and_cluster(cluster: Cluster, tmp_p
     assert len(as_json(url, "jobs", "list", "--q", "web1-")) == 2, "a second import updates the same jobs"
 
     assert "paused" in ok(url, "pause").stdout
-    assert as_json(url, "pause", "--status") == {"paused": True}
+    assert as_json(url, "pause", "--status")["paused"] is True
     refused = cli(url, "jobs", "create", "--name", "late", "--schedule", "@daily", "--command", "x")
     assert refused.exit_code == 1 and refused.stderr.startswith("error: 503 ")
     assert "accepted" in ok(url, "unpause").stdout
@@ -286,7 +300,7 @@ def test_backup_restore_preview_import_pause_and_cluster(cluster: Cluster, tmp_p
 def test_run_executions_tail_kill_and_busy(cluster: Cluster, tmp_path: Path) -> None:
     url = up(cluster, executor=True)
     ok(url, "jobs", "create", "--name", "hello", "--schedule", "@manually", "--command", "echo one; echo two")
-    assert "run of job hello requested" in ok(url, "jobs", "run", "hello").stdout
+    assert "run of job hello requested" in run_now(url, "hello").stdout
     done = one_finished(url, "hello")
     assert done["status"] == "success" and done["node_name"] == "e1"
     table = ok(url, "executions", "list", "hello").stdout.splitlines()
@@ -315,7 +329,7 @@ def test_run_executions_tail_kill_and_busy(cluster: Cluster, tmp_path: Path) -> 
     flag = tmp_path / "flag"
     ok(url, "jobs", "create", "--name", "live", "--schedule", "@manually",
        "--command", f"echo start; while [ ! -e {flag} ]; do sleep 0.05; done; echo done")  # fmt: skip
-    ok(url, "jobs", "run", "live")
+    run_now(url, "live")
     running = wait_until(lambda: executions_of(url, "live"), timeout_s=20, what="an execution of live")[0]
     busy = wait_until(lambda: as_json(url, "busy"), timeout_s=20, what="live among the busy executions")
     assert [e["id"] for e in busy] == [running["id"]]
@@ -344,9 +358,12 @@ def test_run_executions_tail_kill_and_busy(cluster: Cluster, tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        reader.join(timeout=10)
+        stdout.close()
+        proc.stderr.close()
 
     ok(url, "jobs", "create", "--name", "sleepy", "--schedule", "@manually", "--command", "sleep 300")
-    ok(url, "jobs", "run", "sleepy")
+    run_now(url, "sleepy")
 
     def sleepy_running() -> str:
         return next(
@@ -373,3 +390,32 @@ def test_tokens_are_sent_as_bearer(cluster: Cluster) -> None:
     assert cli(url, "jobs", "list", env={"CRONBUS_TOKEN": TOKEN}).exit_code == 0
     wrong = cli(url, "jobs", "list", "--token", "x" * 20)
     assert wrong.exit_code == 1 and wrong.stderr.startswith("error: 401 ")
+
+
+def test_executions_search_finds_failed_runs_across_jobs(cluster: Cluster) -> None:
+    url = up(cluster, executor=True)
+    ok(
+        url,
+        "jobs",
+        "create",
+        "--name",
+        "backup",
+        "--schedule",
+        "@manually",
+        "--command",
+        "echo ERROR: disk full; exit 3",
+    )
+    ok(url, "jobs", "create", "--name", "report", "--schedule", "@manually", "--command", "echo 1200 rows")
+    for name in ("backup", "report"):
+        run_now(url, name)
+        one_finished(url, name)
+    table = ok(url, "executions", "search", "--status", "failures", "--since", "1h").stdout.splitlines()
+    assert table[0].split()[:3] == ["JOB", "ID", "STATUS"] and table[0].endswith("LAST LINE")
+    assert len(table) == 2 and table[1].split()[:1] == ["backup"] and table[1].endswith("ERROR: disk full")
+    found = as_json(url, "executions", "search", "--grep", "rows", "--node", "e1")
+    assert [e["job_name"] for e in found] == ["report"]
+    assert as_json(url, "executions", "search", "--since", "2000-01-01T00:00:00Z", "--until", "1h") == []
+    nothing = cli(url, "executions", "search", "--job", "report", "--status", "failed")
+    assert (nothing.exit_code, nothing.stderr.strip()) == (0, "no execution matches")
+    bad = cli(url, "executions", "search", "--status", "exploded")
+    assert bad.exit_code == 1 and "status must be among pending, running" in bad.stderr
