@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import math
+import os
 import re
 import shlex
 from collections.abc import Callable
@@ -109,13 +110,18 @@ class ShellConfig:
     su_group: str | None
 
 
+def shell_argv(command: str, system: str = os.name) -> list[str]:
+    """How `shell=true` runs a command: `/bin/sh -c`, or `cmd /C` on Windows ("nt"), as Dkron does."""
+    return ["cmd", "/C", command] if system == "nt" else ["/bin/sh", "-c", command]
+
+
 def parse_shell_config(config: dict[str, str]) -> ShellConfig:
     """Parses a shell `executor_config`; raises ValidationError naming the first bad key."""
     command = config.get("command", "").strip()
     if not command:
         raise ValidationError("command: required")
     if parse_bool("shell", config.get("shell", "")):
-        argv = ["/bin/sh", "-c", command]
+        argv = shell_argv(command)
     else:
         try:
             argv = shlex.split(command)

@@ -114,9 +114,10 @@ class Cluster:
     def scheduler(self, *args: str, name: str = "", simulate: str = "") -> ServiceProcess:
         return self.start("scheduler", "--lock-ttl", "1.5", *args, name=name, simulate=simulate)
 
-    def executor(self, *args: str, name: str = "") -> ServiceProcess:
+    def executor(self, *args: str, name: str = "", simulate: str = "") -> ServiceProcess:
         name = name or f"executor-{len(self.processes) + 1}"
-        return self.start("executor", "--data-dir", str(self.log_dir / f"{name}-data"), *args, name=name)
+        data_dir = str(self.log_dir / f"{name}-data")
+        return self.start("executor", "--data-dir", data_dir, *args, name=name, simulate=simulate)
 
     def gateway(self, *args: str, name: str = "", port: int = 0, simulate: str = "") -> tuple[ServiceProcess, str]:
         port = port or free_port()

@@ -102,6 +102,8 @@ def write_durably(path: Path, data: bytes) -> None:
 
 def fsync_directory(directory: Path) -> None:
     """Makes the directory's entries (a file created, renamed) durable (blocking)."""
+    if not hasattr(os, "O_DIRECTORY"):  # Windows: a directory cannot be opened to fsync; NTFS journals its entries
+        return
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -1,6 +1,8 @@
 """Kills the runs of an executor that died: a small process of its own, in a session of its own.
 
-The executor tells it each run's process group as the run starts ("+PGID") and once it ended ("-PGID"). When
+The executor tells it each run's process group as the run starts ("+PGID") and once it ended ("-PGID"); on a
+system without process groups, the pid of the run's command, whose process tree it kills (processes.py; a Windows
+run in a Job Object needs no guardian). When
 its stdin reaches end of file (the executor exited or was killed, even with SIGKILL) it kills the groups still
 registered, so a run declared "executor lost" and retried elsewhere does not go on here as well. Processes a run
 moves out of its group are not covered (a per-run cgroup would be), nor a run started in the very turn of the
@@ -21,28 +23,48 @@ import signal
 import subprocess
 import sys
 
+import psutil
+
+from cronbus.services.executor import processes
+
 log = logging.getLogger(__name__)
 RETRY_S = 0.1
+PIPE_BUF = getattr(select, "PIPE_BUF", 512)  # what a pipe takes whole (POSIX's least, where the system says none)
 
 
-def main() -> None:
-    """The guardian process: `python -m cronbus.services.executor.guardian`, stdin from the executor."""
+def main(argv: list[str]) -> None:
+    """The guardian process: `python -m cronbus.services.executor.guardian [groups|trees]`, stdin from the
+    executor. Its argument says what the executor registers: process groups, or (a system without them) the pids
+    of runs' commands, whose process trees it kills (processes.py)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for the executor must not disarm it
-    groups: set[int] = set()
+    kill = _kill_tree if argv[:1] == ["trees"] else _kill_group
+    ids: set[int] = set()
     for line in sys.stdin.buffer:
         try:
-            pgid = int(line[1:])
+            run_id = int(line[1:])
         except ValueError:
             continue
-        if pgid <= 1:  # never this process's own group (0), every process (-1) or init's
+        if run_id <= 1:  # never this process's own group (0), every process (-1) or init's
             continue
         if line.startswith(b"+"):
-            groups.add(pgid)
+            ids.add(run_id)
         elif line.startswith(b"-"):
-            groups.discard(pgid)
-    for pgid in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+            ids.discard(run_id)
+    for run_id in ids:
+        kill(run_id)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _kill_tree(pid: int) -> None:
+    with contextlib.suppress(psutil.Error):
+        command = psutil.Process(pid)
+        for process in [*command.children(recursive=True), command]:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
 
 class Guardian:
@@ -95,7 +117,7 @@ class Guardian:
             process = self._start()
         assert process.stdin is not None
         while self._unsent:
-            cut = self._unsent.rfind(b"\n", 0, select.PIPE_BUF) + 1 or len(self._unsent)
+            cut = self._unsent.rfind(b"\n", 0, PIPE_BUF) + 1 or len(self._unsent)
             try:
                 os.write(process.stdin.fileno(), self._unsent[:cut])
             except BlockingIOError:
@@ -110,14 +132,15 @@ class Guardian:
     def _start(self) -> subprocess.Popen[bytes]:
         """Starts the guardian with every group registered so far (what was queued is in there)."""
         process = subprocess.Popen(
-            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, start_new_session=True
+            [sys.executable, "-m", __name__, processes.kind()], stdin=subprocess.PIPE, start_new_session=True
         )  # a session of its own: a signal to the executor's process group does not reach it
         assert process.stdin is not None
-        os.set_blocking(process.stdin.fileno(), False)  # a stopped guardian must never block the executor
+        if hasattr(os, "set_blocking"):  # (Python 3.11 on Windows has none for pipes)
+            os.set_blocking(process.stdin.fileno(), False)  # a stopped guardian must never block the executor
         self._process = process
         self._unsent = b"".join(b"+%d\n" % pgid for pgid in self._groups)
         return process
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from cronbus.common.errors import ValidationError
@@ -35,7 +36,11 @@ from cronbus.services.executor.output import OutputBuffer
 from tests.helpers import async_wait_until, wait_until
 
 SCHEDULED_AT = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
-IS_ROOT = os.geteuid() == 0
+# This file also runs on the simulated Windows (test_portability.py): no process groups, no POSIX users there.
+SIMULATED_WINDOWS = not hasattr(os, "killpg")
+IS_ROOT = not SIMULATED_WINDOWS and os.geteuid() == 0
+KILLED = -getattr(signal, "SIGKILL", 9)  # the exit code of a process ended by SIGKILL (psutil's kill here)
+posix_only = pytest.mark.skipif(SIMULATED_WINDOWS, reason="POSIX process groups and users")
 
 
 def request(config: dict[str, str], timeout_s: float | None = None, executor: str = "shell") -> RunRequest:
@@ -229,7 +234,7 @@ async def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period() -> 
     result, _ = await run(sh("trap '' TERM; sleep 60"), timeout_s=0.3, executor=ShellExecutor(kill_grace_s=1.0))
     elapsed = time.monotonic() - started
     assert result.status == "timeout"
-    assert result.exit_code == -signal.SIGKILL
+    assert result.exit_code == KILLED
     assert 1.3 <= elapsed < 10
 
 
@@ -300,7 +305,7 @@ async def test_going_over_mem_limit_kills_the_group() -> None:
     result, output = await run({"command": shlex.join([sys.executable, "-c", code]), "mem_limit": "50M"})
     assert result.status == "failed"
     assert result.reason.startswith("mem_limit 50M exceeded")
-    assert result.exit_code == -signal.SIGKILL
+    assert result.exit_code == KILLED
     assert result.reason in output.text()
     assert time.monotonic() - started < 20
 
@@ -313,6 +318,9 @@ async def test_staying_under_mem_limit_is_fine() -> None:
 # ---- background children -------------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(
+    SIMULATED_WINDOWS, reason="on Windows the run's Job Object holds the child; the simulation has none"
+)
 async def test_a_background_child_holding_the_output_does_not_keep_the_run_going() -> None:
     started = time.monotonic()
     result, output = await run(sh("sleep 60 & echo $!"))
@@ -330,7 +338,7 @@ async def test_a_daemon_that_left_the_group_does_not_keep_the_run_going() -> Non
         assert result == RunResult("success", 0)
         assert time.monotonic() - started < 10
     finally:
-        os.kill(daemon, signal.SIGKILL)
+        psutil.Process(daemon).kill()
 
 
 # ---- su ---------------------------------------------------------------------------------------------------
@@ -365,11 +373,18 @@ async def test_su_to_an_unknown_user_or_group_fails(su: str, reason: str) -> Non
     assert reason in output.text()
 
 
+@posix_only
 @pytest.mark.skipif(IS_ROOT, reason="checks the refusal when not running as root")
 async def test_su_without_root_fails() -> None:
     result, _ = await run(sh("id -u", su="nobody"))
     assert result.status == "failed"
     assert "not running as root" in result.reason
+
+
+@pytest.mark.skipif(not SIMULATED_WINDOWS, reason="a system without POSIX users (the simulated Windows)")
+async def test_su_where_the_system_has_no_users_fails_saying_so() -> None:
+    result, _ = await run(sh("id -u", su="nobody"))
+    assert result == RunResult("failed", None, "su nobody: not supported on this system (it has no POSIX users)")
 
 
 # ---- configuration ---------------------------------------------------------------------------------------
@@ -449,34 +464,49 @@ async def test_noop() -> None:
         validate_executor_config("noop", {"fail": "maybe"})
 
 
-def test_the_guardian_kills_the_runs_of_an_executor_killed_with_sigkill() -> None:
+@posix_only
+@pytest.mark.parametrize("system", ["linux", "windows"])
+def test_the_guardian_kills_the_runs_of_an_executor_killed_with_sigkill(system: str) -> None:
     """What keeps a run declared "executor lost" from going on beside its retry (the chaos suite checks it end to
-    end): an owner registers a run's group, then dies by SIGKILL; the guardian kills the group, and a group
-    released before is left alone."""
+    end): an owner registers two runs, then dies by SIGKILL; the guardian kills the one still registered (its
+    process group, or on simulated Windows its process tree), child included, and leaves the released one alone."""
     owner_code = (
         "import asyncio, subprocess\n"
+        "from cronbus.services.executor import processes\n"
         "from cronbus.services.executor.guardian import Guardian\n"
         "async def main():\n"
         "    guardian = Guardian()\n"
-        "    runs = [subprocess.Popen(['sleep', '60'], start_new_session=True) for _ in range(2)]\n"
+        "    command = ['sh', '-c', 'sleep 60 & echo $!; wait']\n"
+        "    options = processes.popen_options()\n"
+        "    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, **options) for _ in range(2)]\n"
         "    for run in runs:\n"
         "        guardian.watch(run.pid)\n"
         "    guardian.release(runs[1].pid)\n"
+        "    children = [int(run.stdout.readline()) for run in runs]\n"
         "    await asyncio.sleep(0)\n"  # one turn of the loop: the registrations are in the guardian's pipe
-        "    print(runs[0].pid, runs[1].pid, flush=True)\n"
+        "    print(runs[0].pid, children[0], runs[1].pid, flush=True)\n"
         "    await asyncio.sleep(60)\n"
         "asyncio.run(main())\n"
     )
-    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE)
+    if system == "windows":
+        owner_code = "from tests import simulated_platform\nsimulated_platform.install('windows')\n" + owner_code
+    root = Path(__file__).resolve().parents[2]
+    owner = subprocess.Popen(
+        [sys.executable, "-c", owner_code],
+        stdout=subprocess.PIPE,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     assert owner.stdout is not None
-    watched, released = (int(pid) for pid in owner.stdout.readline().split())
+    watched, child, released = (int(pid) for pid in owner.stdout.readline().split())
     try:
         owner.kill()
         owner.wait()
-        wait_until(lambda: not alive(watched), timeout_s=10, what="the watched run killed")
+        wait_until(lambda: not alive(watched) and not alive(child), timeout_s=10, what="the watched run killed")
         assert alive(released)
     finally:
         owner.stdout.close()
         for pid in (watched, released):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                for process in [*psutil.Process(pid).children(recursive=True), psutil.Process(pid)]:
+                    process.kill()

@@ -1,4 +1,5 @@
-"""The shell executor: a command in its own process group, with timeout, memory limit, stdin and user."""
+"""The shell executor: a command in its own process group (or Job Object, or process tree: processes.py), with
+timeout, memory limit, stdin and user."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-import psutil
-
 from cronbus.common.errors import ValidationError
 from cronbus.common.executor_config import ShellConfig, parse_shell_config
+from cronbus.services.executor import processes
 from cronbus.services.executor.executors.base import (
     Executor,
     RunRequest,
@@ -77,6 +78,8 @@ async def _identity_of(user: str | None, group: str | None) -> _Identity | None:
 
 def _resolve_identity(user: str, group: str | None) -> _Identity:
     """Looks the user and group up on this host; raises ValidationError when they do not exist."""
+    if not hasattr(os, "geteuid"):
+        raise ValidationError(f"su {user}: not supported on this system (it has no POSIX users)")
     if os.geteuid() != 0:
         raise ValidationError(f"su {user}: the executor is not running as root")
     import grp  # noqa: PLC0415 - POSIX only: imported here, so the module imports on every system
@@ -99,7 +102,8 @@ def _resolve_identity(user: str, group: str | None) -> _Identity:
 
 @register
 class ShellExecutor(Executor):
-    """Runs `command` in a new session (so its own process group), stdout and stderr merged.
+    """Runs `command` in a new session (so its own process group; on Windows a Job Object, see processes.py),
+    stdout and stderr merged.
 
     The run ends when the main process exits. Output still in flight is read for up to `drain_s` more (a
     background child may keep the pipe open forever); then every process left in the group is killed.
@@ -131,7 +135,7 @@ class ShellExecutor(Executor):
         # background child holding it can delay forever.
         read_fd, write_fd = os.pipe()
         try:
-            pipe = _OutputPipe(read_fd, output)
+            pipe = _OutputPipe(read_fd, output) if processes.kind() == "groups" else _PipeThread(read_fd, output)
         except BaseException:
             os.close(read_fd)
             os.close(write_fd)
@@ -145,7 +149,7 @@ class ShellExecutor(Executor):
                 stderr=subprocess.STDOUT,
                 cwd=config.cwd,
                 env=env,
-                start_new_session=True,
+                **processes.popen_options(),
                 user=identity.uid if identity else None,
                 group=identity.gid if identity else None,
                 extra_groups=identity.groups if identity else None,
@@ -157,7 +161,6 @@ class ShellExecutor(Executor):
         except BaseException:
             pipe.close()
             raise
-        GUARDIAN.watch(process.pid)  # its own session: the group's id is its pid
         logger.debug("started job=%s exec=%s pid=%d", request.job_name, request.execution_id, process.pid)
         try:
             if process.popen.stdin is not None and config.payload is not None:
@@ -166,9 +169,8 @@ class ShellExecutor(Executor):
             exit_code = await process.wait()
             await asyncio.wait({pipe.closed}, timeout=self._drain_s)
         finally:
-            # Whatever happened (even cancellation), nothing the run started stays in its group.
-            _signal_group(process.pid, signal.SIGKILL)
-            GUARDIAN.release(process.pid)
+            # Whatever happened (even cancellation), nothing the run started and can be reached goes on.
+            process.end()
             pipe.close()
             if process.returncode is None:
                 with contextlib.suppress(TimeoutError):
@@ -203,19 +205,19 @@ class ShellExecutor(Executor):
         watchers: set[asyncio.Task[object]] = {exited, killed}
         over_memory = None
         if config.mem_limit_bytes is not None:
-            over_memory = asyncio.create_task(_watch_memory(process.pid, config.mem_limit_bytes, self._mem_poll_s))
+            over_memory = asyncio.create_task(_watch_memory(process.run, config.mem_limit_bytes, self._mem_poll_s))
             watchers.add(over_memory)
         try:
             done, _ = await asyncio.wait(watchers, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
             if exited in done:
                 return None, ""
             if over_memory is not None and over_memory in done:
-                _signal_group(process.pid, signal.SIGKILL)
+                process.run.kill()
                 rss_mib = over_memory.result() // 1024**2
                 return "failed", f"mem_limit {config.mem_limit} exceeded (RSS {rss_mib}M)"
-            _signal_group(process.pid, signal.SIGTERM)
+            process.run.stop()
             await asyncio.wait({exited}, timeout=self.kill_grace_s)
-            _signal_group(process.pid, signal.SIGKILL)
+            process.run.kill()
             if killed in done:
                 return "killed", "killed"
             assert timeout_s is not None  # nothing else ends asyncio.wait early
@@ -260,6 +262,48 @@ class _OutputPipe:
             self.closed.set_result(None)
 
 
+class _PipeThread:
+    """The same as _OutputPipe where the loop cannot watch a pipe (Windows): a thread reads it and hands what it
+    read to the loop. The thread owns the read end and closes it at end of file; close() only stops the copying
+    (closing a descriptor a thread is reading from could close another file that took its number). On Windows
+    the run's Job Object is killed at its end, so end of file comes."""
+
+    def __init__(self, read_fd: int, output: OutputBuffer) -> None:
+        self._output: OutputBuffer | None = output
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        threading.Thread(target=self._pump, args=(read_fd,), daemon=True, name="output-pipe").start()
+
+    def _pump(self, fd: int) -> None:
+        try:
+            while data := self._read(fd):
+                self._hand_over(self._write, data)
+        finally:
+            os.close(fd)
+            self._hand_over(self.close)
+
+    @staticmethod
+    def _read(fd: int) -> bytes:
+        try:
+            return os.read(fd, READ_BYTES)
+        except OSError as exc:
+            logger.warning("output pipe read failed: %s", exc)
+            return b""
+
+    def _hand_over(self, callback: Callable[..., None], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads the output any more
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _write(self, data: bytes) -> None:
+        if self._output is not None:
+            self._output.write(data)
+
+    def close(self) -> None:
+        self._output = None
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
 @functools.cache
 def _inherited_environment() -> dict[str, str]:
     """The executor's own environment, which every command starts from: read once, as it does not change while the
@@ -268,12 +312,16 @@ def _inherited_environment() -> dict[str, str]:
 
 
 class _Child:
-    """A process started by _spawn, reaped on the event loop: its pidfd becomes readable when it exits (Linux
-    >= 5.3), or else a thread of its own waits for it."""
+    """A process started by _spawn, with the run that holds its processes (processes.py), reaped on the event loop:
+    its pidfd becomes readable when it exits (Linux >= 5.3), or else a thread of its own waits for it. The guardian
+    watches the run until end() (where the system does not end the run with the executor by itself)."""
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self.popen = popen
         self.pid = popen.pid
+        self.run = processes.adopt(popen)
+        if self.run.guarded:
+            GUARDIAN.watch(self.pid)
         loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = loop.create_future()
         try:
@@ -282,6 +330,13 @@ class _Child:
             threading.Thread(target=self._wait_in_thread, args=(loop,), daemon=True).start()
         else:
             loop.add_reader(fd, self._on_pidfd, loop, fd)
+
+    def end(self) -> None:
+        """Kills whatever is left of the run and lets the guardian forget it."""
+        self.run.kill()
+        if self.run.guarded:
+            GUARDIAN.release(self.pid)
+        self.run.close()
 
     @property
     def returncode(self) -> int | None:
@@ -304,7 +359,7 @@ class _Child:
 async def _spawn(argv: list[str], handed_fd: int, **options: Any) -> _Child:
     """subprocess.Popen in a thread: fork and exec block the thread that calls them (a few hundred microseconds,
     more on a busy host), which on the event loop would hold up every other run for as long. A run cancelled
-    meanwhile does not leave its process behind: its group is killed once it exists.
+    meanwhile does not leave its process behind: its processes are killed once it exists.
 
     `handed_fd` (the write end of the output pipe) is closed by the thread once Popen returns: the child then
     has its copy, and ours would keep the pipe from reaching end of file. Closing it any earlier, say when the
@@ -331,15 +386,23 @@ def _popen(argv: list[str], options: dict[str, Any]) -> subprocess.Popen[bytes]:
 def _kill_orphan(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
     if spawning.cancelled() or spawning.exception() is not None:
         return
-    _signal_group(spawning.result().pid, signal.SIGKILL)
-    _Child(spawning.result())  # reaped when it exits
+    _Child(spawning.result()).end()  # reaped when it exits
 
 
 async def _feed(stdin: IO[bytes], payload: bytes) -> None:
-    """Writes the payload and closes stdin, buffered on the loop: a command that never reads it cannot block us."""
+    """Writes the payload and closes stdin, buffered on the loop (or by a thread where the loop cannot write to a
+    pipe: Windows): a command that never reads it cannot block us."""
+    if processes.kind() != "groups":
+        threading.Thread(target=_write_and_close, args=(stdin, payload), daemon=True).start()
+        return
     transport, _ = await asyncio.get_running_loop().connect_write_pipe(asyncio.Protocol, stdin)
     transport.write(payload)
     transport.close()
+
+
+def _write_and_close(stdin: IO[bytes], payload: bytes) -> None:
+    with contextlib.suppress(OSError), stdin:  # (OSError: the command exited without reading it all)
+        stdin.write(payload)
 
 
 def _not_executable(program: str, cwd: str | None, path: str | None) -> str:
@@ -357,27 +420,10 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the group is already empty
-        os.killpg(pgid, sig)
-
-
-async def _watch_memory(pgid: int, limit_bytes: int, poll_s: float) -> int:
-    """Returns the group's resident memory as soon as it is above `limit_bytes`."""
+async def _watch_memory(run: processes.Run, limit_bytes: int, poll_s: float) -> int:
+    """Returns the run's resident memory as soon as it is above `limit_bytes`."""
     while True:
-        rss = await asyncio.to_thread(group_rss_bytes, pgid)
+        rss = await asyncio.to_thread(run.rss_bytes)
         if rss > limit_bytes:
             return rss
         await asyncio.sleep(poll_s)
-
-
-def group_rss_bytes(pgid: int) -> int:
-    """Sums the resident memory of the processes of a process group (psutil: the same on Linux and macOS)."""
-    total = 0
-    for process in psutil.process_iter(["memory_info"]):
-        try:
-            if os.getpgid(process.pid) == pgid:
-                total += process.info["memory_info"].rss
-        except (OSError, AttributeError):
-            continue  # ended meanwhile (memory_info is None for a process psutil could not read)
-    return total
