@@ -24,7 +24,7 @@ import logging
 import os
 import signal
 import subprocess
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import psutil
 
@@ -48,13 +48,19 @@ def popen_options() -> dict[str, Any]:
     return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
 
 
+class Command(Protocol):
+    """A command just started (a subprocess.Popen, or what the shell executor's posix_spawn made)."""
+
+    pid: int
+
+
 class Run(abc.ABC):
     """The processes of one run, from its command's Popen on."""
 
     guarded = True  # whether the guardian must kill them if the executor dies (see guardian.py)
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self.pid = popen.pid
+    def __init__(self, command: Command) -> None:
+        self.pid = command.pid
 
     @abc.abstractmethod
     def stop(self) -> None:
@@ -101,8 +107,8 @@ class TreeRun(Run):
     """A run held as the tree of processes under its command: each look at the tree remembers who was in it, so
     a child is still killed after its parent exited, if it was seen before."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        super().__init__(popen)
+    def __init__(self, command: Command) -> None:
+        super().__init__(command)
         self._seen: dict[int, psutil.Process] = {}
         with contextlib.suppress(psutil.Error):
             self._seen[self.pid] = psutil.Process(self.pid)
@@ -152,8 +158,8 @@ class JobRun(TreeRun):
 
     guarded = False  # the job's handle closes with the executor, and the system then ends its processes
 
-    def __init__(self, popen: subprocess.Popen[bytes], job: _Job) -> None:
-        super().__init__(popen)
+    def __init__(self, command: Command, job: _Job) -> None:
+        super().__init__(command)
         self._job: _Job | None = job
 
     def kill(self) -> None:
@@ -167,7 +173,7 @@ class JobRun(TreeRun):
             self._job = None
 
 
-def adopt(popen: subprocess.Popen[bytes]) -> Run:
+def adopt(popen: Command) -> Run:
     """The run of a command just started with popen_options()."""
     system = kind()
     if system == "groups":

@@ -127,6 +127,45 @@ async def test_a_command_that_cannot_start_fails_with_the_reason_in_the_output()
     assert result.reason in output.text()
 
 
+@posix_only
+async def test_a_plain_run_starts_through_posix_spawn_and_one_with_a_cwd_through_popen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[str] = []
+    popen, spawn = subprocess.Popen, os.posix_spawn
+
+    def counted_popen(argv: list[str], **options: Any) -> subprocess.Popen[bytes]:
+        if "cronbus.services.executor.guardian" not in argv:  # (the run guardian, started at the first run)
+            started.append("popen")
+        return popen(argv, **options)
+
+    def counted_spawn(*args: Any, **options: Any) -> int:
+        started.append("posix_spawn")
+        return spawn(*args, **options)
+
+    monkeypatch.setattr(subprocess, "Popen", counted_popen)
+    monkeypatch.setattr(os, "posix_spawn", counted_spawn)
+    tool = tmp_path / "bin" / "hello"
+    tool.parent.mkdir()
+    tool.write_text('#!/bin/sh\necho "hello $1 from $(pwd)"\nread line; echo "read $line"\n')
+    tool.chmod(0o755)
+    path = f"PATH={tool.parent}:/usr/bin:/bin"  # looked up in the job's PATH, as Popen does
+    payload = base64.b64encode(b"a line\n").decode()
+    result, output = await run({"command": "hello you", "env": path, "payload": payload})
+    assert (result, output.text(), started) == (RunResult("success", 0), f"hello you from {os.getcwd()}\nread a line\n",
+                                                ["posix_spawn"])  # fmt: skip
+    result, output = await run({"command": "hello there", "env": path, "cwd": str(tmp_path)})
+    assert (result, output.text(), started[1:]) == (RunResult("success", 0), f"hello there from {tmp_path}\nread \n",
+                                                    ["popen"])  # fmt: skip
+    result, output = await run({"command": "ls /proc/self/fd"})  # nothing of the executor's but the pipe (and ls's own)
+    assert output.text().split() == ["0", "1", "2", "3"], output.text()
+    result, _ = await run({"command": "no-such-tool", "env": path})
+    assert result.reason == "cannot start 'no-such-tool': not found in PATH"
+    tool.chmod(0o644)
+    result, _ = await run({"command": str(tool)})
+    assert result.reason == f"cannot start '{tool}': no such executable file"
+
+
 async def test_an_invalid_config_fails_the_run_without_raising() -> None:
     result, output = await run({"shell": "true"})
     assert result == RunResult("failed", None, "command: required")
@@ -265,13 +304,14 @@ async def test_cancelling_the_run_kills_the_group() -> None:
 async def test_cancelling_the_run_while_its_command_starts_kills_the_command_once_started(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Popen's thread; a command started by posix_spawn is started on the loop, where nothing can come between."""
     starting, release = threading.Event(), threading.Event()
-    spawned: list[subprocess.Popen[bytes]] = []
+    spawned: list[shell_module.Started] = []
     popen = shell_module._popen
 
     handed_a_pipe: list[bool] = []
 
-    def slow_popen(argv: list[str], options: dict[str, Any]) -> subprocess.Popen[bytes]:
+    def slow_popen(argv: list[str], options: dict[str, Any]) -> shell_module.Started:
         starting.set()
         release.wait(10)
         try:  # the output pipe's write end, still open though the run was cancelled meanwhile
@@ -288,7 +328,7 @@ async def test_cancelling_the_run_while_its_command_starts_kills_the_command_onc
         return bool(spawned)
 
     monkeypatch.setattr(shell_module, "_popen", slow_popen)
-    running = asyncio.create_task(run(sh("sleep 60")))
+    running = asyncio.create_task(run(sh("sleep 60", cwd="/")))  # a cwd: started by Popen in a thread
     await async_wait_until(in_popen, timeout_s=5)
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
