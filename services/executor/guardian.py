@@ -54,6 +54,12 @@ def main(argv: list[str]) -> None:
         kill(run_id)
 
 
+def _mode() -> str:
+    """What the guardian is told the executor registers: process groups, or else process trees (also on a Windows
+    whose runs got no Job Object, processes.py)."""
+    return "groups" if processes.kind() == "groups" else "trees"
+
+
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
@@ -132,7 +138,7 @@ class Guardian:
     def _start(self) -> subprocess.Popen[bytes]:
         """Starts the guardian with every group registered so far (what was queued is in there)."""
         process = subprocess.Popen(
-            [sys.executable, "-m", __name__, processes.kind()], stdin=subprocess.PIPE, start_new_session=True
+            [sys.executable, "-m", __name__, _mode()], stdin=subprocess.PIPE, start_new_session=True
         )  # a session of its own: a signal to the executor's process group does not reach it
         assert process.stdin is not None
         if hasattr(os, "set_blocking"):  # (Python 3.11 on Windows has none for pipes)

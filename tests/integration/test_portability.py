@@ -20,6 +20,7 @@ from cronbus.common.settings import default_syslog_address
 from cronbus.services.executor.group_commit import AppendedFile
 from tests.helpers import Cluster, wait_until
 from tests.integration.test_cli import as_json, cli, ok, one_finished, run_now
+from tests.integration.test_executors_shell import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 IMPORT_ALL = """
@@ -123,7 +124,7 @@ def test_an_executor_runs_kills_and_guards_shell_jobs_on_simulated_windows(clust
     killed = one_finished(url, "sleepy")
     assert killed["status"] == "killed"
     child = int(killed["output"].splitlines()[0])
-    wait_until(lambda: not _alive(child), timeout_s=10, what="the killed run's child ended")
+    wait_until(lambda: not alive(child), timeout_s=10, what="the killed run's child ended")
 
     pids = tmp_path / "pids"
     ok(url, "jobs", "create", "--name", "orphan", "--schedule", "@manually",
@@ -136,19 +137,11 @@ def test_an_executor_runs_kills_and_guards_shell_jobs_on_simulated_windows(clust
     executor.signal(signal.SIGKILL)
     executor.stop()
     run_pids = [int(p) for p in pids.read_text().split()]
-    wait_until(lambda: not any(map(_alive, run_pids)), timeout_s=10, what=f"the guardian to kill {run_pids}")
+    wait_until(lambda: not any(map(alive, run_pids)), timeout_s=10, what=f"the guardian to kill {run_pids}")
 
 
 def _running(url: str, job: str) -> str:
     return next((e["id"] for e in as_json(url, "busy") if e["job_name"] == job and e["status"] == "running"), "")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
 
 
 def test_durable_appends_without_fdatasync_as_on_macos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

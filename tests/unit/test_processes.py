@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from cronbus.common.executor_config import parse_shell_config, shell_argv
-from cronbus.services.executor import processes
+from cronbus.services.executor import guardian, processes
 
 
 def test_the_kind_of_system_follows_what_it_offers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,8 +20,10 @@ def test_the_kind_of_system_follows_what_it_offers(monkeypatch: pytest.MonkeyPat
     monkeypatch.delattr(os, "killpg")
     assert processes.kind() == "trees"
     assert processes.popen_options() == {"creationflags": 0}  # no CREATE_NEW_PROCESS_GROUP outside Windows
+    assert guardian._mode() == "trees"
     monkeypatch.setattr(os, "name", "nt")
     assert processes.kind() == "jobs"
+    assert guardian._mode() == "trees"  # for the runs a Job Object was refused to
 
 
 def test_a_run_without_a_job_object_is_held_as_its_process_tree(
