@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,13 +59,7 @@ def _finished(url: str, job: str, headers: dict[str, str] | None = None) -> list
 
 def _ran(url: str, job: str, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The job's executions once one has finished: the leader knows an executor (it may join after the leader)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        rows = _finished(url, job, headers)
-        if rows:
-            return rows
-        time.sleep(0.2)
-    raise AssertionError(f"no finished execution of {job}")
+    return wait_until(lambda: _finished(url, job, headers), 30, 0.2, f"a finished execution of {job}")
 
 
 # ---- pydkron ------------------------------------------------------------------------------------------------
